@@ -1,0 +1,196 @@
+"""Whole-model benchmark: fer-yolo-mamba-{n,s} against yolov8{n,s} (nc=7), measured in one run.
+
+For each model and imgsz: params, GFLOPs (Ultralytics' count and with the selective scan counted), PyTorch
+CPU latency at batch 1 and 16, onnxruntime CPU latency at batch 1, and training throughput (images/s
+over one short epoch of the stock trainer on a synthetic set). Prints markdown tables with ratios to the
+yolov8 model of the same scale, and the cost growth from 320 to 640, and saves a PNG of latency against
+pixel count. Latencies are medians over `repeats` after `warmup` runs.
+
+Usage:
+    python benchmarks/bench_models.py                                   # everything (long: ~30+ min)
+    python benchmarks/bench_models.py imgsz=320,640 onnx=False train=False
+    python benchmarks/bench_models.py models=fer-yolo-mamba-s,yolov8s imgsz=320 out=runs/bench
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("YOLO_OFFLINE", "1")
+os.environ.setdefault("YOLO_AUTOINSTALL", "false")
+
+import torch  # noqa: E402
+from ultralytics.nn.tasks import DetectionModel  # noqa: E402
+from ultralytics.utils import LOGGER  # noqa: E402
+from ultralytics.utils.torch_utils import get_flops  # noqa: E402
+
+import ultra_fer_mamba  # noqa: E402,F401
+
+sys.path.insert(0, str(Path(__file__).parent))
+from model_table import scan_gflops  # noqa: E402
+
+
+def median_time(fn, repeats: int, warmup: int) -> float:
+    """Median seconds of fn() over repeats, after warmup calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def torch_latency(model, imgsz: int, batch: int, repeats: int, warmup: int) -> float:
+    x = torch.rand(batch, 3, imgsz, imgsz)
+    with torch.inference_mode():
+        return median_time(lambda: model(x), repeats, warmup)
+
+
+def onnx_latency(model, imgsz: int, repeats: int, warmup: int, workdir: Path) -> float:
+    """Export through Ultralytics' exporter (the `yolo export` path) and time onnxruntime at batch 1."""
+    import copy
+
+    import numpy as np
+    import onnxruntime as ort
+    from ultralytics.engine.exporter import Exporter
+
+    args = {"format": "onnx", "imgsz": imgsz, "opset": 17, "simplify": True, "batch": 1, "device": "cpu",
+            "verbose": False, "mode": "export", "project": str(workdir), "name": "export"}
+    model = copy.deepcopy(model)
+    model.pt_path = str(workdir / f"{model.yaml_file_stem}_{imgsz}.pt")
+    f = Exporter(overrides=args)(model=model)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = torch.get_num_threads()
+    sess = ort.InferenceSession(f, opts, providers=["CPUExecutionProvider"])
+    x = {sess.get_inputs()[0].name: np.random.rand(1, 3, imgsz, imgsz).astype(np.float32)}
+    return median_time(lambda: sess.run(None, x), repeats, warmup)
+
+
+def train_throughput(name: str, imgsz: int, data: str, n_images: int, workdir: Path) -> float:
+    """Images/s of the stock trainer over one epoch (no validation), the first batch excluded."""
+    from ultralytics import YOLO
+
+    marks = {}
+    model = YOLO(f"{name}.yaml")
+    model.add_callback("on_train_batch_end", lambda t: marks.setdefault("first", time.perf_counter()))
+    model.add_callback("on_train_epoch_end", lambda t: marks.setdefault("end", time.perf_counter()))
+    batch = 8
+    model.train(data=data, epochs=1, imgsz=imgsz, batch=batch, device="cpu", workers=0, val=False, plots=False,
+                amp=False, project=str(workdir), name=f"{name}_{imgsz}", exist_ok=True, verbose=False,
+                warmup_epochs=0, mosaic=0.0)
+    return (n_images - batch) / (marks["end"] - marks["first"])
+
+
+def make_data(workdir: Path, n_images: int) -> str:
+    """A synthetic training set (ultra_fer_mamba's generator) for the throughput runs."""
+    from ultra_fer_mamba.data.synth import synth
+
+    out = workdir / "synth"
+    synth(out=str(out), n_train=n_images, n_val=4, imgsz=320, seed=0)
+    return str(out / "data.yaml")
+
+
+def measure(models, sizes, repeats, warmup, batch16, onnx, train, n_train, workdir):
+    data = make_data(workdir, n_train) if train else None
+    rows = []
+    for name in models:
+        model = DetectionModel(f"{name}.yaml", nc=7, verbose=False).fuse(verbose=False).eval()
+        model.yaml_file_stem = name
+        for s in sizes:
+            LOGGER.info(f"bench {name} imgsz={s}")
+            r = {"model": name, "imgsz": s, "params": sum(p.numel() for p in model.parameters()),
+                 "gflops": get_flops(model, s), "gflops_scan": get_flops(model, s) + scan_gflops(model, s),
+                 "torch_b1": torch_latency(model, s, 1, repeats, warmup)}
+            if batch16:
+                r["torch_b16"] = torch_latency(model, s, 16, max(1, repeats // 3), 1)
+            if onnx:
+                r["ort_b1"] = onnx_latency(model, s, repeats, warmup, workdir)
+            if train:
+                r["train_ips"] = train_throughput(name, s, data, n_train, workdir)
+            rows.append(r)
+            LOGGER.info(json.dumps(r))
+    return rows
+
+
+def baseline_of(name: str) -> str:
+    return "yolov8" + name[-1] if name.startswith("fer-yolo-mamba") else name
+
+
+def tables(rows: list[dict]) -> str:
+    """Markdown: absolute numbers with ratios to the same-scale yolov8, and the 320 -> 640 growth."""
+    by = {(r["model"], r["imgsz"]): r for r in rows}
+    keys = [k for k in ("torch_b1", "torch_b16", "ort_b1", "train_ips") if k in rows[0]]
+    head = "| model | imgsz | params (M) | GFLOPs | GFLOPs +scan | " + " | ".join(
+        {"torch_b1": "torch b1 (ms)", "torch_b16": "torch b16 (ms)", "ort_b1": "ORT b1 (ms)",
+         "train_ips": "train (img/s)"}[k] + " | ratio" for k in keys) + " |"
+    lines = [head, "|" + "---|" * (5 + 2 * len(keys))]
+    for r in rows:
+        base = by.get((baseline_of(r["model"]), r["imgsz"]), r)
+        cells = [r["model"], str(r["imgsz"]), f"{r['params'] / 1e6:.2f}", f"{r['gflops']:.2f}", f"{r['gflops_scan']:.2f}"]
+        for k in keys:
+            v = r[k] * (1 if k == "train_ips" else 1000)
+            cells += [f"{v:.1f}", f"{r[k] / base[k]:.2f}x"]
+        lines.append("| " + " | ".join(cells) + " |")
+    growth = ["", "| model | latency growth 320 -> 640 (torch b1) | / yolov8 growth |", "|---|---:|---:|"]
+    for name in dict.fromkeys(r["model"] for r in rows):
+        if (name, 320) in by and (name, 640) in by:
+            g = by[(name, 640)]["torch_b1"] / by[(name, 320)]["torch_b1"]
+            b = baseline_of(name)
+            gb = by[(b, 640)]["torch_b1"] / by[(b, 320)]["torch_b1"] if (b, 640) in by and (b, 320) in by else g
+            growth.append(f"| {name} | {g:.2f}x | {g / gb:.2f} |")
+    return "\n".join(lines + (growth if len(growth) > 3 else []))
+
+
+def plot(rows: list[dict], file: Path):
+    """Latency against pixel count for every model (torch b1 solid, ORT b1 dashed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for name in dict.fromkeys(r["model"] for r in rows):
+        rs = sorted((r for r in rows if r["model"] == name), key=lambda r: r["imgsz"])
+        px = [r["imgsz"] ** 2 / 1e3 for r in rs]
+        line, = ax.plot(px, [r["torch_b1"] * 1e3 for r in rs], "o-", label=f"{name} torch")
+        if "ort_b1" in rs[0]:
+            ax.plot(px, [r["ort_b1"] * 1e3 for r in rs], "s--", color=line.get_color(), label=f"{name} ORT")
+    ax.set_xlabel("pixels per image (thousands)")
+    ax.set_ylabel("CPU latency, batch 1 (ms)")
+    ax.set_title(f"Cost growth with input size ({torch.get_num_threads()} CPU threads)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(file, dpi=120)
+    plt.close(fig)
+
+
+def main(models="fer-yolo-mamba-n,yolov8n,fer-yolo-mamba-s,yolov8s", imgsz="160,320,480,640", repeats=10,
+         warmup=3, batch16=True, onnx=True, train=True, n_train=64, out="runs/bench"):
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    models = [m for m in str(models).split(",") if m]
+    sizes = [int(s) for s in str(imgsz).split(",") if s]
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = measure(models, sizes, repeats, warmup, batch16, onnx, train, n_train, Path(tmp))
+    text = tables(rows)
+    print(text)
+    (out / "bench_models.md").write_text(text + "\n")
+    (out / "bench_models.json").write_text(json.dumps(rows, indent=2))
+    plot(rows, out / "latency_vs_pixels.png")
+    print(f"\nsaved {out / 'bench_models.md'}, {out / 'bench_models.json'}, {out / 'latency_vs_pixels.png'}")
+    return rows
+
+
+if __name__ == "__main__":
+    from ultra_fer_mamba.cli import parse_args
+
+    main(**parse_args(sys.argv[1:]))
