@@ -12,7 +12,7 @@ from PIL import Image
 from ultra_fer_mamba import compare as compare_module
 from ultra_fer_mamba.compare import compare, find_report_dir, parse_models, save_state, training_status
 
-MODELS = "yolov8n.yaml,yolov8s.yaml"
+MODELS = "fer-yolo-mamba-n.yaml,yolov8n.yaml"
 FAST = dict(imgsz=64, batch=8, seed=0, device="cpu", workers=0, amp=False, pretrained=False, latency_runs=3)
 PLOTS = ("ap50_per_class.png", "pr_curves.png", "training_curves.png")
 
@@ -57,17 +57,19 @@ def test_compare_two_models_report_and_rerun(tiny_data, tmp_path, monkeypatch):
     report = compare(data=str(tiny_data), models=MODELS, epochs=1, project=str(tmp_path), name="cmp", **FAST)
     out = tmp_path / "cmp"
     # one row per model, with every number filled in
-    assert [r["name"] for r in report["models"]] == ["yolov8n", "yolov8s"]
-    n, s = report["models"]
-    assert 0 < n["params"] < s["params"] and 0 < n["gflops"] < s["gflops"] and n["latency_ms"] > 0
-    assert n["gflops_with_scan"] == n["gflops"]  # stock YOLO: no scan to add
+    assert [r["name"] for r in report["models"]] == ["fer-yolo-mamba-n", "yolov8n"]
+    ours, base = report["models"]
+    assert 2e6 < ours["params"] < 4e6 and 2e6 < base["params"] < 4e6
+    assert ours["latency_ms"] > 0 and base["latency_ms"] > 0
+    assert ours["gflops_with_scan"] > ours["gflops"] > 0  # the scan is counted on top of thop's count
+    assert base["gflops_with_scan"] == base["gflops"]  # stock YOLO: no scan to add
     for r in report["models"]:
         assert r["epochs_trained"] == 1 and len(r["paper"]["ap50"]) == len(r["ultralytics"]["ap50"]) == 7
         assert 0 <= r["ultralytics"]["map50"] <= 1 and 0 <= r["paper"]["map50"] <= 1
         assert (out / "runs" / r["name"] / "weights" / "best.pt").exists()
         assert (out / "eval" / r["name"] / "metrics.json").exists()
     md = (out / "report.md").read_text()
-    assert "| yolov8n (`yolov8n.yaml`) |" in md and "| yolov8s (`yolov8s.yaml`) |" in md
+    assert "| fer-yolo-mamba-n (`fer-yolo-mamba-n.yaml`) |" in md and "| yolov8n (`yolov8n.yaml`) |" in md
     assert "## Per-class AP50" in md and "| Surprise |" in md
     assert json.loads((out / "report.json").read_text())["settings"]["epochs"] == 1
     assert all(png_ok(out / p) for p in PLOTS)

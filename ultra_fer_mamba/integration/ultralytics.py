@@ -15,6 +15,9 @@ What ``register()`` does, all through public module attributes (Ultralytics' sou
    trained instead of downloading a reference checkpoint.
 4. Our classes become torch safe globals (``ULTRALYTICS_SAFE_LOAD=1``), and a local font stands in for
    Ultralytics' Arial download.
+5. ``tasks.torch_safe_load`` is wrapped: every module built from a YAML row records the plugin version
+   (``ultra_fer_mamba_version``), and a checkpoint from another version (classes moved, attributes renamed, or
+   the file truncated) gets one error naming the file and the version that made it (docs/robustness.md).
 
 The stock ``yolo`` script and DDP workers get all this with no user import through ``ultra_fer_mamba.pth``
 (see ``ultra_fer_mamba_hook.py``), which imports this package when ``ultralytics.nn.tasks`` is imported.
@@ -22,6 +25,7 @@ The stock ``yolo`` script and DDP workers get all this with no user import throu
 
 from __future__ import annotations
 
+import errno
 import logging
 import re
 import shutil
@@ -33,6 +37,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from .. import __version__
 from ..nn import ABMLP, OSSM, FERYOLOVSS1, FERYOLOVSS2
 
 MODULES = {m.__name__: m for m in (ABMLP, OSSM, FERYOLOVSS1, FERYOLOVSS2)}
@@ -41,6 +46,8 @@ SUPPORTED = ((8, 3, 200), (8, 5, 0))  # Ultralytics versions with a module-globa
 FAMILY = re.compile(r"(?P<base>fer-yolo-mamba(?:-[a-z0-9]+)*?)(?:-(?P<scale>[nslmx]))?$")
 DEFAULT_SCALE = "s"
 _state = {"tasks": False, "trainer": False}
+VERSION_ATTR = "ultra_fer_mamba_version"  # attribute of our YAML-built modules: the plugin version that built them
+UNSTAMPED = "an ultra-fer-mamba version that did not record itself"  # checkpoints made before VERSION_ATTR existed
 
 
 def yaml_dir() -> Path:
@@ -177,6 +184,7 @@ def parse_model(d, ch, verbose=True):
         m = _build(name, c1, c2, n, pos, kwargs, i, yaml_args)
         m.np = sum(p.numel() for p in m.parameters())
         m.i, m.f, m.type = i, f, f"{type(m).__module__}.{type(m).__name__}"
+        setattr(m, VERSION_ATTR, __version__)  # pickled with the model: names the version in its checkpoints
         seq[i] = m
         lines = [_table_row(line, i, m, n, [c1, c2, n, *pos] if name.startswith("FER") else [c1, *pos], kwargs)
                  for line in lines]
@@ -217,6 +225,147 @@ def guess_model_scale(model_path):
     """tasks.guess_model_scale that knows fer-yolo-mamba names (bare name = scale s)."""
     found = resolve_model_yaml(Path(str(model_path)).name)
     return found[1] if found else _ORIGINAL["guess_model_scale"](model_path)
+
+
+# ---------------------------------------------------------------- checkpoints
+def _pickled_strings(data: bytes):
+    """Every string a pickle pushes (memo look-ups included), read by disassembly: nothing is unpickled."""
+    import pickletools
+
+    memo, last = {}, None
+    for op, arg, _ in pickletools.genops(data):
+        if isinstance(arg, str) and "UNICODE" in op.name:
+            last = arg
+            yield arg
+        elif op.name in {"BINPUT", "LONG_BINPUT", "PUT"}:
+            memo[arg] = last
+        elif op.name == "MEMOIZE":
+            memo[len(memo)] = last
+        elif op.name in {"BINGET", "LONG_BINGET", "GET"}:
+            last = memo.get(arg)
+            if isinstance(last, str):
+                yield last
+        else:
+            last = None
+
+
+def checkpoint_version(file: str | Path) -> str | None:
+    """The ultra-fer-mamba version that built the model in a checkpoint, read without unpickling; None if unstamped.
+
+    Examples:
+        >>> checkpoint_version("runs/detect/train/weights/best.pt")  # doctest: +SKIP
+        '0.1.0'
+    """
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(file) as z:
+            data = z.read(next(n for n in z.namelist() if n.endswith("data.pkl")))
+        found = False
+        for s in _pickled_strings(data):
+            if found:
+                return s
+            found = s == VERSION_ATTR
+    except Exception:  # not a zip checkpoint, or a pickle pickletools cannot walk: the loader reports it
+        pass
+    return None
+
+
+def _missing_plugin_globals(file: str | Path) -> list[str]:
+    """The ultra_fer_mamba classes and functions a checkpoint's pickle names that this installation lacks."""
+    import importlib
+    import importlib.util
+
+    find = getattr(torch.serialization, "get_unsafe_globals_in_checkpoint", None)  # torch>=2.5; static, no unpickling
+    if find is None:
+        return []
+    try:
+        names = find(str(file))
+    except Exception:  # not a torch.save() zip: the loader reports the format problem
+        return []
+    missing = []
+    for name in names:
+        if not name.startswith("ultra_fer_mamba."):
+            continue
+        module, _, attr = name.rpartition(".")
+        try:
+            ok = importlib.util.find_spec(module) is not None and hasattr(importlib.import_module(module), attr)
+        except (ImportError, ValueError):  # ValueError: a module in sys.modules without a spec
+            ok = False
+        if not ok:
+            missing.append(name)
+    return missing
+
+
+def torch_safe_load(weight, *args, **kwargs):
+    """tasks.torch_safe_load that explains a checkpoint made by another ultra-fer-mamba version.
+
+    Before loading: if the checkpoint's pickle names ultra_fer_mamba classes this installation does not have (a module
+    renamed or removed between versions), raise one error naming the file, the missing names and the version that
+    made it, instead of Ultralytics' AutoInstall attempt and a raw unpickling error. A file torch rejects with a bare
+    OSError (some truncations) gets Ultralytics' "not a loadable checkpoint" TypeError. After loading:
+    ``check_loaded_model``.
+    """
+    if Path(str(weight)).is_file():
+        missing = _missing_plugin_globals(weight)
+        if missing:
+            v = checkpoint_version(weight)
+            made_by, fix = (f"ultra-fer-mamba {v}", f"pip install 'ultra-fer-mamba=={v}'") if v else (
+                UNSTAMPED, "install the ultra-fer-mamba version that trained it")
+            raise ModuleNotFoundError(
+                f"{weight} was saved by {made_by} and needs {', '.join(missing)}, which ultra-fer-mamba {__version__} "
+                f"(installed) does not have. To use it, {fix}; or build the model from its YAML with this version and "
+                f"load the old weights by state dict (model.load_state_dict), see docs/robustness.md."
+            )
+    try:
+        ckpt, file = _ORIGINAL["torch_safe_load"](weight, *args, **kwargs)
+    except OSError as e:  # torch reports some truncated files as a bare "[Errno 22] Invalid argument"
+        if e.errno != errno.EINVAL or e.filename is not None:
+            raise
+        raise TypeError(f"{weight} is not a loadable checkpoint: the file is empty, truncated or corrupted "
+                        f"({type(e).__name__}: {e}), e.g. by a training killed while it was writing the file") from e
+    model = (ckpt.get("ema") or ckpt.get("model")) if isinstance(ckpt, dict) else None
+    if isinstance(model, nn.Module):
+        check_loaded_model(model, weight)
+    return ckpt, file
+
+
+_REFERENCE_NAMES: dict = {}
+
+
+def _attribute_names(m: nn.Module) -> set[str]:
+    """Names a module's forward may use: its parameters, buffers, submodules and public attributes."""
+    return {*m._parameters, *m._buffers, *m._modules, *(k for k in vars(m) if not k.startswith("_"))}
+
+
+def check_loaded_model(model: nn.Module, weight) -> None:
+    """Check our unpickled modules against this version's classes; name the file and versions on a mismatch.
+
+    Unpickling restores each module's attributes as the saving version wrote them, so a layer renamed or added
+    between versions would otherwise fail later, inside forward. Raises AttributeError when one of our modules lacks
+    an attribute this version's class sets; warns when the model was built by another version.
+    """
+    from ultralytics.utils import LOGGER
+
+    ours = [m for m in model.modules() if type(m) in MODULES.values()]
+    if not ours:
+        return
+    if not _REFERENCE_NAMES:  # attribute names do not depend on sizes: one tiny instance per class
+        refs = (ABMLP(4), OSSM(4), FERYOLOVSS1(8, 8), FERYOLOVSS2(8, 8))
+        _REFERENCE_NAMES.update({type(r): _attribute_names(r) for r in refs})
+    made_by = sorted({str(getattr(m, VERSION_ATTR)) for m in ours if hasattr(m, VERSION_ATTR)})
+    made_by = f"ultra-fer-mamba {', '.join(made_by)}" if made_by else UNSTAMPED
+    for m in ours:
+        missing = sorted(_REFERENCE_NAMES[type(m)] - _attribute_names(m))
+        if missing:
+            raise AttributeError(
+                f"{weight} was saved by {made_by}: its {type(m).__name__} layers lack {missing}, which "
+                f"ultra-fer-mamba {__version__} (installed) needs. Load it with the version that made it, or build the "
+                f"model from its YAML with this version and load the old weights by state dict (docs/robustness.md)."
+            )
+    if made_by not in {f"ultra-fer-mamba {__version__}", UNSTAMPED}:
+        LOGGER.warning(f"{weight} was saved by {made_by}; this is {__version__}. It loaded; if it fails to run, "
+                       f"load it with the version that made it.")
 
 
 # ---------------------------------------------------------------- trainer
@@ -282,6 +431,7 @@ def _patch_tasks():
     _wrap(tasks, "parse_model", parse_model)
     _wrap(tasks, "check_yaml", check_yaml)
     _wrap(tasks, "guess_model_scale", guess_model_scale)
+    _wrap(tasks, "torch_safe_load", torch_safe_load)
     for name, cls in MODULES.items():  # visible to code that looks names up in tasks (e.g. guess_model_task)
         setattr(tasks, name, cls)
     _state["tasks"] = True

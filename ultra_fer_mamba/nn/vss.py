@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 import torch.nn as nn
 from ultralytics.nn.modules import Conv
 
 from .abmlp import ABMLP
 from .ossm import OSSM
+
+# Opt-in debugging aid (docs/robustness.md): in training mode, raise at the first block fed NaN/Inf. Off by default:
+# Ultralytics already rolls a run back to last.pt on a non-finite loss, and on CUDA the check costs a device sync.
+CHECK_FINITE = os.environ.get("FER_MAMBA_CHECK_FINITE", "0").lower() not in ("", "0", "false")
 
 
 class FERYOLOVSS1(nn.Module):
@@ -68,6 +74,13 @@ class FERYOLOVSS1(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (b, c1, h, w) -> (b, c2, h, w)."""
+        if CHECK_FINITE and self.training and not torch.isfinite(x).all():
+            layer = f"layer {self.i} " if hasattr(self, "i") else ""
+            raise FloatingPointError(
+                f"{layer}{type(self).__name__} got {int((~torch.isfinite(x)).sum())} NaN/Inf input values of "
+                f"{x.numel()} while training (FER_MAMBA_CHECK_FINITE=1): they come from upstream (data, backbone, "
+                f"learning rate or fp16 overflow), see docs/robustness.md"
+            )
         a, b = x.chunk(2, dim=1)
         y = self.proj(torch.cat((self.frm(a), self.oss(b)), dim=1))
         return x + y if self.residual else y

@@ -71,10 +71,11 @@ def selective_scan_ref(
     Cx = expand_groups(C.to(ct), d)
     h = u.new_zeros(b, d, A.shape[1])  # (b, d, n)
     ys = []
-    for t in range(l):
-        dt = delta[:, :, t, None]  # (b, d, 1)
-        h = torch.exp(dt * A) * h + dt * Bx[..., t] * u[:, :, t, None]
-        ys.append((h * Cx[..., t]).sum(-1))  # (b, d)
+    # per-step views made once: indexing the full tensors inside the loop makes backward O(l^2)
+    for dt, Bt, Ct, ut in zip(delta.unbind(-1), Bx.unbind(-1), Cx.unbind(-1), u.unbind(-1)):
+        dt = dt[..., None]  # (b, d, 1)
+        h = torch.exp(dt * A) * h + dt * Bt * ut[..., None]
+        ys.append((h * Ct).sum(-1))  # (b, d)
     y = torch.stack(ys, dim=-1) if ys else u.new_zeros(b, d, 0)
     if D is not None:
         y = y + u * D.to(ct)[:, None]
