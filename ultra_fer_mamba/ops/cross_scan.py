@@ -29,7 +29,7 @@ def scan_orders(h: int, w: int, directions: int = 8) -> torch.Tensor:
     """
     if directions not in DIRECTIONS:
         raise ValueError(f"directions={directions} is not supported; use one of {DIRECTIONS}")
-    if h < 1 or w < 1:
+    if not torch.jit.is_tracing() and (h < 1 or w < 1):  # traced sizes are tensors: no Python test
         raise ValueError(f"cross_scan needs a non-empty grid, got h={h}, w={w}")
     grid = torch.arange(h * w).view(h, w)
     row = grid.flatten()  # k0
@@ -45,7 +45,15 @@ def scan_orders(h: int, w: int, directions: int = 8) -> torch.Tensor:
 
 
 def _indices(h: int, w: int, directions: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cached (order, inverse) index tensors, each (k, l), on device."""
+    """Cached (order, inverse) index tensors, each (k, l), on device.
+
+    While tracing or exporting, h and w are traced sizes: the indices are rebuilt from them with torch
+    ops (never cached, never a constant), so an exported graph works at any h, w.
+    """
+    if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+        order = scan_orders(h, w, directions).to(device)
+        arange = torch.arange(order.shape[1], device=device).expand_as(order)
+        return order, torch.zeros_like(order).scatter(1, order, arange)  # inverse permutation
     key = (h, w, directions, str(device))
     if key not in _INDEX_CACHE:
         order = scan_orders(h, w, directions)
