@@ -7,7 +7,7 @@ import pytest
 
 from ultra_fer_mamba.demo import demo, synthetic_set
 
-MODEL = "yolov8n.yaml"  # TODO: fer-yolo-mamba-n.yaml once the model package lands
+MODEL = "fer-yolo-mamba-n.yaml"
 
 
 def check_outputs(r: dict):

@@ -88,3 +88,13 @@ def test_vss_backward_reaches_every_parameter():
     m(torch.randn(2, 16, 5, 3)).square().mean().backward()
     missing = [n for n, p in m.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
     assert not missing
+
+
+def test_ossm_trains_after_inference_mode():
+    """Index tensors cached under torch.inference_mode must still serve autograd later (compare does this)."""
+    m = OSSM(8)
+    x = torch.randn(1, 8, 3, 11)
+    with torch.inference_mode():
+        m(x)
+    m(x).sum().backward()
+    assert m.A_logs.grad is not None

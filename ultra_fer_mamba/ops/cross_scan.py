@@ -56,9 +56,10 @@ def _indices(h: int, w: int, directions: int, device: torch.device) -> tuple[tor
         return order, torch.zeros_like(order).scatter(1, order, arange)  # inverse permutation
     key = (h, w, directions, str(device))
     if key not in _INDEX_CACHE:
-        order = scan_orders(h, w, directions)
-        inverse = order.argsort(dim=1)  # position of each flat index in each sequence
-        _INDEX_CACHE[key] = (order.to(device), inverse.to(device))
+        with torch.inference_mode(False):  # a cached inference tensor could not be used under autograd later
+            order = scan_orders(h, w, directions)
+            inverse = order.argsort(dim=1)  # position of each flat index in each sequence
+            _INDEX_CACHE[key] = (order.to(device), inverse.to(device))
     return _INDEX_CACHE[key]
 
 
