@@ -384,7 +384,7 @@ def test_converted_set_trains_with_the_stock_trainer(rafdb, tmp_path):
     from ultralytics import YOLO
 
     s = convert("rafdb", str(rafdb), str(tmp_path / "yolo set"))
-    model = YOLO("yolov8n.yaml")
+    model = YOLO("fer-yolo-mamba-n.yaml")
     model.train(data=s["data"], epochs=1, imgsz=64, batch=4, device="cpu", workers=0, pretrained=False, amp=False,
                 plots=False, project=str(tmp_path / "runs"), name="t", verbose=False)
     trainer = model.trainer
