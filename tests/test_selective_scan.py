@@ -132,14 +132,15 @@ def test_works_without_numba(monkeypatch):
 @pytest.mark.parametrize("options", OPTIONS[:2], ids=["all", "none"])
 def test_no_grad_path_matches_grad_path(cpu_path, shape, options):
     """Inference (no autograd: nothing saved, channels in pairs where possible) gives the training
-    forward's values bit for bit."""
+    forward's values to float32 rounding (the two kernels are compiled apart, and LLVM may fuse their
+    multiply-adds differently on another CPU, so bit equality is not promised)."""
     inputs = make_inputs(*shape, torch.float32, options)
     kw = dict(delta_softplus=options[3], return_last_state=True, backend="torch")
     y_grad, h_grad = selective_scan(**inputs, **kw)
     with torch.no_grad():
         y, h = selective_scan(**inputs, **kw)
-    torch.testing.assert_close(y, y_grad.detach(), rtol=0, atol=0)
-    torch.testing.assert_close(h, h_grad.detach(), rtol=0, atol=0)
+    torch.testing.assert_close(y, y_grad.detach(), rtol=4e-6, atol=1e-6)
+    torch.testing.assert_close(h, h_grad.detach(), rtol=4e-6, atol=1e-6)
 
 
 def test_long_sequence_strong_decay_is_finite(cpu_path):

@@ -12,7 +12,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..ops import DIRECTIONS, cross_merge, cross_scan, selective_scan
+from ..ops import DIRECTIONS
+from ..ops.cross_selective_scan import cross_selective_scan
 
 
 def drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
@@ -94,25 +95,28 @@ class OSSM(nn.Module):
         """A_log and D, which Mamba trains without weight decay."""
         return [self.A_logs, self.Ds]
 
-    def ssm(self, x: torch.Tensor) -> torch.Tensor:
-        """Cross-scan, selective scan and cross-merge of x (b, e, h, w) -> (b, l, e)."""
-        b, e, h, w = x.shape
+    def ssm(self, u: torch.Tensor) -> torch.Tensor:
+        """Cross-scan, selective scan and cross-merge of u (b, h, w, e) channels-last -> (b, l, e).
+
+        x_proj and dt_proj act on each position alone, so they run in spatial order for all directions at once
+        and cross_selective_scan reads each direction's order itself (no permuted copies on the CPU)."""
+        b, h, w, e = u.shape
         l, k, n, r = h * w, self.k, self.n, self.r
-        xs = cross_scan(x, k)  # (b, k, e, l)
-        x_dbl = torch.einsum("bkel,kce->bkcl", xs, self.x_proj_weight)  # (b, k, r + 2n, l)
-        dts, Bs, Cs = torch.split(x_dbl, [r, n, n], dim=2)
-        dts = torch.einsum("bkrl,ker->bkel", dts, self.dt_projs_weight)  # (b, k, e, l)
-        ys = selective_scan(
-            xs.reshape(b, k * e, l),
-            dts.reshape(b, k * e, l),
-            -torch.exp(self.A_logs.float()),  # (k*e, n)
-            Bs.contiguous(),  # (b, k, n, l): one group per direction
-            Cs.contiguous(),
-            self.Ds.float(),
-            delta_bias=self.dt_projs_bias.flatten().float(),
-            delta_softplus=True,
-        )  # (b, k*e, l)
-        return cross_merge(ys.view(b, k, e, l), h, w).transpose(1, 2)  # (b, l, e)
+        u = u.reshape(b, l, e)
+        x_dbl = F.linear(u, self.x_proj_weight.view(k * (r + 2 * n), e)).view(b, l, k, r + 2 * n)
+        dts, Bs, Cs = torch.split(x_dbl, [r, n, n], dim=3)
+        delta = torch.bmm(dts.reshape(b * l, k, r).transpose(0, 1), self.dt_projs_weight.transpose(1, 2))  # (k, bl, e)
+        return cross_selective_scan(
+            u,
+            delta.view(k, b, l, e),
+            -torch.exp(self.A_logs.to(torch.promote_types(self.A_logs.dtype, torch.float32))).view(k, e, n),
+            Bs,
+            Cs,
+            self.Ds.view(k, e),
+            self.dt_projs_bias,
+            h,
+            w,
+        )  # (b, l, e)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (b, c, h, w) -> x + DropPath(SSM(LayerNorm(x))), same shape."""
@@ -120,7 +124,8 @@ class OSSM(nn.Module):
         y = self.norm(x.permute(0, 2, 3, 1))  # (b, h, w, c)
         xz = self.in_proj(y)  # (b, h, w, 2e)
         u, z = xz.chunk(2, dim=-1)
-        u = F.silu(self.conv2d(u.permute(0, 3, 1, 2)))  # (b, e, h, w)
+        u = u.permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)  # conv output stays channels-last
+        u = F.silu(self.conv2d(u)).permute(0, 2, 3, 1)  # (b, h, w, e)
         y = self.out_norm(self.ssm(u)).view(b, h, w, self.e) * F.silu(z)  # (b, h, w, e)
         y = self.out_proj(y).permute(0, 3, 1, 2)  # (b, c, h, w)
         return x + drop_path(y, self.drop_path, self.training)
@@ -128,7 +133,7 @@ class OSSM(nn.Module):
     def scan_flops(self, h: int, w: int) -> float:
         """FLOPs (batch 1) of the selective scan and cross-merge at an h x w input, which thop does not count.
 
-        thop (ultralytics-thop >= 2.2) already counts the x_proj/dt_proj einsums, so they are left out here.
+        thop (ultralytics-thop >= 2.2) already counts the x_proj/dt_proj matmuls, so they are left out here.
         """
         l, k, e, n = h * w, self.k, self.e, self.n
         scan = 9 * k * e * l * n + 2 * k * e * l  # Mamba's selective-scan count, plus the D skip and z gate
