@@ -10,6 +10,10 @@ Usage:
     python benchmarks/bench_models.py                                   # everything (long: ~30+ min)
     python benchmarks/bench_models.py imgsz=320,640 onnx=False train=False
     python benchmarks/bench_models.py models=fer-yolo-mamba-s,yolov8s imgsz=320 out=runs/bench
+    python benchmarks/bench_models.py readme=True                       # also rewrite the README's table
+
+Training throughput is the stock trainer's, which on the CPU runs torch with (cores - 1) threads; latencies
+use torch's default thread count (all cores) for both families, and onnxruntime the same number.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from ultralytics.utils.torch_utils import get_flops  # noqa: E402
 import ultra_fer_mamba  # noqa: E402,F401
 
 sys.path.insert(0, str(Path(__file__).parent))
-from model_table import scan_gflops  # noqa: E402
+from model_table import scan_gflops, write_readme_section  # noqa: E402
 
 
 def median_time(fn, repeats: int, warmup: int) -> float:
@@ -65,10 +69,12 @@ def onnx_latency(model, imgsz: int, repeats: int, warmup: int, workdir: Path) ->
     args = {"format": "onnx", "imgsz": imgsz, "opset": 17, "simplify": True, "batch": 1, "device": "cpu",
             "verbose": False, "mode": "export", "project": str(workdir), "name": "export"}
     model = copy.deepcopy(model)
+    model.task = "detect"  # what YOLO() sets on the models it wraps
     model.pt_path = str(workdir / f"{model.yaml_file_stem}_{imgsz}.pt")
+    threads = torch.get_num_threads()
     f = Exporter(overrides=args)(model=model)
     opts = ort.SessionOptions()
-    opts.intra_op_num_threads = torch.get_num_threads()
+    opts.intra_op_num_threads = threads
     sess = ort.InferenceSession(f, opts, providers=["CPUExecutionProvider"])
     x = {sess.get_inputs()[0].name: np.random.rand(1, 3, imgsz, imgsz).astype(np.float32)}
     return median_time(lambda: sess.run(None, x), repeats, warmup)
@@ -99,6 +105,7 @@ def make_data(workdir: Path, n_images: int) -> str:
 
 
 def measure(models, sizes, repeats, warmup, batch16, onnx, train, n_train, workdir):
+    threads = torch.get_num_threads()  # every latency runs with this many threads (torch's default: all cores)
     data = make_data(workdir, n_train) if train else None
     rows = []
     for name in models:
@@ -113,8 +120,10 @@ def measure(models, sizes, repeats, warmup, batch16, onnx, train, n_train, workd
                 r["torch_b16"] = torch_latency(model, s, 16, max(1, repeats // 3), 1)
             if onnx:
                 r["ort_b1"] = onnx_latency(model, s, repeats, warmup, workdir)
+                torch.set_num_threads(threads)  # the exporter's select_device sets cores - 1
             if train:
                 r["train_ips"] = train_throughput(name, s, data, n_train, workdir)
+                torch.set_num_threads(threads)
             rows.append(r)
             LOGGER.info(json.dumps(r))
     return rows
@@ -149,6 +158,25 @@ def tables(rows: list[dict]) -> str:
     return "\n".join(lines + (growth if len(growth) > 3 else []))
 
 
+def targets(rows: list[dict]) -> str:
+    """The issue's four ratio targets for fer-yolo-mamba-s vs yolov8s, as measured in these rows."""
+    by = {(r["model"], r["imgsz"]): r for r in rows}
+    ours, base = by.get(("fer-yolo-mamba-s", 320)), by.get(("yolov8s", 320))
+    if not ours or not base:
+        return ""
+    lines = ["", "| target (fer-yolo-mamba-s / yolov8s) | measured | goal |", "|---|---:|---|"]
+    lines.append(f"| PyTorch CPU latency, batch 1, imgsz 320 | {ours['torch_b1'] / base['torch_b1']:.2f}x | <= 1.5x |")
+    if "ort_b1" in ours:
+        lines.append(f"| onnxruntime CPU latency, batch 1, imgsz 320 | {ours['ort_b1'] / base['ort_b1']:.2f}x | <= 1.5x |")
+    if "train_ips" in ours:
+        lines.append(f"| training throughput, imgsz 320 | {ours['train_ips'] / base['train_ips']:.2f}x | >= 0.5x |")
+    o640, b640 = by.get(("fer-yolo-mamba-s", 640)), by.get(("yolov8s", 640))
+    if o640 and b640:
+        g = (o640["torch_b1"] / ours["torch_b1"]) / (b640["torch_b1"] / base["torch_b1"])
+        lines.append(f"| latency growth 320 -> 640, relative to yolov8s' | {g:.2f} | <= 1.2 |")
+    return "\n".join(lines)
+
+
 def plot(rows: list[dict], file: Path):
     """Latency against pixel count for every model (torch b1 solid, ORT b1 dashed)."""
     import matplotlib
@@ -174,18 +202,25 @@ def plot(rows: list[dict], file: Path):
 
 
 def main(models="fer-yolo-mamba-n,yolov8n,fer-yolo-mamba-s,yolov8s", imgsz="160,320,480,640", repeats=10,
-         warmup=3, batch16=True, onnx=True, train=True, n_train=64, out="runs/bench"):
+         warmup=3, batch16=True, onnx=True, train=True, n_train=64, out="runs/bench", readme=False):
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     models = [m for m in str(models).split(",") if m]
     sizes = [int(s) for s in str(imgsz).split(",") if s]
     with tempfile.TemporaryDirectory() as tmp:
         rows = measure(models, sizes, repeats, warmup, batch16, onnx, train, n_train, Path(tmp))
-    text = tables(rows)
+    from ultralytics.utils.torch_utils import get_cpu_info
+
+    text = (f"Measured by `python benchmarks/bench_models.py` on {get_cpu_info()} ({os.cpu_count()} cores, "
+            f"{torch.get_num_threads()} torch threads), torch {torch.__version__}, {time.strftime('%Y-%m-%d')}; "
+            f"latency in ms (median of {repeats}), training in images/s, ratios to the yolov8 model of the same "
+            f"scale.\n\n" + tables(rows) + targets(rows))
     print(text)
     (out / "bench_models.md").write_text(text + "\n")
     (out / "bench_models.json").write_text(json.dumps(rows, indent=2))
     plot(rows, out / "latency_vs_pixels.png")
+    if readme:
+        write_readme_section(text, "<!-- bench-models:begin -->", "<!-- bench-models:end -->")
     print(f"\nsaved {out / 'bench_models.md'}, {out / 'bench_models.json'}, {out / 'latency_vs_pixels.png'}")
     return rows
 

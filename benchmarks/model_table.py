@@ -68,16 +68,21 @@ def markdown(table: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def write_readme_section(text: str, begin: str = BEGIN, end: str = END, readme: Path = README) -> None:
+    """Replace what README.md holds between the begin and end markers with text."""
+    doc = readme.read_text()
+    if begin not in doc or end not in doc:
+        raise SystemExit(f"{readme} has no {begin} ... {end} markers")
+    doc = re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda _: f"{begin}\n{text}\n{end}", doc, flags=re.S)
+    readme.write_text(doc)
+    print(f"updated {readme}")
+
+
 def main(readme: bool = False, scales: str = "nsmlx"):
     text = markdown(rows(scales))
     print(text)
     if readme:
-        doc = README.read_text()
-        if BEGIN not in doc or END not in doc:
-            raise SystemExit(f"{README} has no {BEGIN} ... {END} markers")
-        doc = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), f"{BEGIN}\n{text}\n{END}", doc, flags=re.S)
-        README.write_text(doc)
-        print(f"updated {README}")
+        write_readme_section(text)
 
 
 if __name__ == "__main__":

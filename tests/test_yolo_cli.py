@@ -75,6 +75,40 @@ print(json.dumps({{"shape": list(got.shape), "ref_shape": list(ref.shape),
 
 
 @pytest.mark.skipif(YOLO is None, reason="the yolo console script is not installed")
+def test_dynamic_onnx_runs_at_other_sizes(trained, tmp_path):
+    """`yolo export format=onnx dynamic=True` gives one graph (the scans are ONNX Loops, the cross-scan indices
+    are computed from the input size) that onnxruntime runs at imgsz 256, 320 and 416 like PyTorch (1e-3)."""
+    run_dir, env, _ = trained
+    best = tmp_path / "dyn.pt"
+    shutil.copy(run_dir / "weights" / "best.pt", best)
+    run([YOLO, "export", f"model={best}", "format=onnx", "dynamic=True", "imgsz=256", "opset=17"], env, tmp_path)
+    onnx_file = best.with_suffix(".onnx")
+    assert onnx_file.is_file()
+    script = f"""
+import json, numpy as np, onnx, torch, onnxruntime as ort
+from ultralytics import YOLO
+model = YOLO({str(best)!r}).model.float().eval()
+sess = ort.InferenceSession({str(onnx_file)!r}, providers=["CPUExecutionProvider"])
+loops = sum(n.op_type == "Loop" for n in onnx.load({str(onnx_file)!r}).graph.node)
+out = []
+for s in (256, 320, 416):
+    x = torch.rand(1, 3, s, s, generator=torch.Generator().manual_seed(s))
+    with torch.no_grad():
+        ref = model(x)[0].numpy()
+    got = sess.run(None, {{sess.get_inputs()[0].name: x.numpy()}})[0]
+    out.append({{"size": s, "shape": list(got.shape), "ref_shape": list(ref.shape),
+                "err": float(np.abs(got - ref).max()), "scale": float(np.abs(ref).max())}})
+print(json.dumps({{"loops": loops, "sizes": out}}))
+"""
+    result = json.loads(run([PYTHON, "-c", script], env, tmp_path).strip().splitlines()[-1])
+    assert result["loops"] == 4  # one scan Loop per OSSM layer (fer-yolo-mamba-s has one OSSM in each of 4 blocks)
+    for r in result["sizes"]:
+        s = r["size"]
+        assert r["shape"] == r["ref_shape"] == [1, 4 + 7, (s // 8) ** 2 + (s // 16) ** 2 + (s // 32) ** 2], r
+        assert r["err"] <= 1e-3 * max(1.0, r["scale"]), r
+
+
+@pytest.mark.skipif(YOLO is None, reason="the yolo console script is not installed")
 def test_safe_load_checkpoint(trained, tmp_path):
     """ULTRALYTICS_SAFE_LOAD=1 (weights_only unpickling) loads our checkpoint: our classes are safe globals."""
     run_dir, env, _ = trained
