@@ -164,7 +164,7 @@ def targets(rows: list[dict]) -> str:
     ours, base = by.get(("fer-yolo-mamba-s", 320)), by.get(("yolov8s", 320))
     if not ours or not base:
         return ""
-    lines = ["", "| target (fer-yolo-mamba-s / yolov8s) | measured | goal |", "|---|---:|---|"]
+    lines = ["", "", "| target (fer-yolo-mamba-s / yolov8s) | measured | goal |", "|---|---:|---|"]
     lines.append(f"| PyTorch CPU latency, batch 1, imgsz 320 | {ours['torch_b1'] / base['torch_b1']:.2f}x | <= 1.5x |")
     if "ort_b1" in ours:
         lines.append(f"| onnxruntime CPU latency, batch 1, imgsz 320 | {ours['ort_b1'] / base['ort_b1']:.2f}x | <= 1.5x |")

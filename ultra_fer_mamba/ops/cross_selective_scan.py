@@ -24,7 +24,8 @@ from .scan_torch import _exporting, _kernels, _set_threads, numba_enabled
 from .selective_scan import resolve_backend, selective_scan
 
 CHUNK = 32  # steps between saved states in the fused forward (the backward recomputes blocks this long)
-LANES = 32  # channels per block of the fused kernels' vectorised loop
+LANES = 64  # channels per block of the forward's vectorised loop (fewer when that leaves a thread idle)
+BWD_LANES = 128  # channels per block in the backward, whose per-block scratch grows with CHUNK * n * lanes
 
 _XKERNELS = None
 
@@ -50,15 +51,18 @@ class _CrossScanFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, u, delta, A, B, C, bias, order, softplus):
         K = _kernels() and _xkernels()
-        _set_threads(_kernels())
+        threads = _set_threads(_kernels())
         b, l, e = u.shape
         k, n = A.shape[0], A.shape[1]
+        lanes = LANES
+        while lanes > 8 and b * -(-e // lanes) < threads:  # one (batch, block) task per thread at least
+            lanes //= 2
         save = torch.is_grad_enabled() or any(ctx.needs_input_grad)
         nck = -(-l // CHUNK)
         hck = u.new_empty((b, k, nck, n, e) if save else (0, 0, 0, 0, 0))
         y = u.new_empty(b, l, e)
         K.xscan_fwd(u.numpy(), delta.numpy(), A.numpy(), B.numpy(), C.numpy(), bias.numpy(), order.numpy(),
-                    softplus, CHUNK, LANES, y.numpy(), hck.numpy())
+                    softplus, CHUNK, lanes, y.numpy(), hck.numpy())
         ctx.save_for_backward(u, delta, A, B, C, bias, order, hck)
         ctx.softplus = softplus
         return y
@@ -77,7 +81,7 @@ class _CrossScanFn(torch.autograd.Function):
         dA, dbias = u.new_zeros(b, k, n, e), u.new_zeros(b, k, e)
         dB, dC = u.new_zeros(b, k, l, n), u.new_zeros(b, k, l, n)
         K.xscan_bwd(u.numpy(), delta.numpy(), A.numpy(), B.numpy(), C.numpy(), bias.numpy(), order.numpy(),
-                    ctx.softplus, CHUNK, LANES, hck.numpy(), dy.numpy(), du.numpy(), ddelta.numpy(), dA.numpy(),
+                    ctx.softplus, CHUNK, BWD_LANES, hck.numpy(), dy.numpy(), du.numpy(), ddelta.numpy(), dA.numpy(),
                     dbias.numpy(), dB.numpy(), dC.numpy())
         return du.sum(0), ddelta, dA.sum(0), dB, dC, dbias.sum(0), None, None
 
