@@ -4,7 +4,8 @@ For each model and imgsz: params, GFLOPs (Ultralytics' count and with the select
 CPU latency at batch 1 and 16, onnxruntime CPU latency at batch 1, and training throughput (images/s
 over one short epoch of the stock trainer on a synthetic set). Prints markdown tables with ratios to the
 yolov8 model of the same scale, and the cost growth from 320 to 640, and saves a PNG of latency against
-pixel count. Latencies are medians over `repeats` after `warmup` runs.
+pixel count. Latencies are medians over `repeats` after `warmup` runs, the models timed round-robin (one
+call of each per round) so that the shared machine's slow and fast spells fall on all of them alike.
 
 Usage:
     python benchmarks/bench_models.py                                   # everything (long: ~30+ min)
@@ -40,26 +41,34 @@ sys.path.insert(0, str(Path(__file__).parent))
 from model_table import scan_gflops, write_readme_section  # noqa: E402
 
 
-def median_time(fn, repeats: int, warmup: int) -> float:
-    """Median seconds of fn() over repeats, after warmup calls."""
-    for _ in range(warmup):
-        fn()
-    times = []
+def interleaved_medians(fns: dict, repeats: int, warmup: int) -> dict:
+    """Median seconds of each fn() over repeats, after warmup calls, timed round-robin (one call of each fn per
+    round) so that a slower or faster spell of a shared machine falls on every model alike."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times = {k: [] for k in fns}
     for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+        for k, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t)
+    return {k: statistics.median(v) for k, v in times.items()}
 
 
-def torch_latency(model, imgsz: int, batch: int, repeats: int, warmup: int) -> float:
+def torch_call(model, imgsz: int, batch: int):
+    """A no-grad forward of model on a random batch, as a callable."""
     x = torch.rand(batch, 3, imgsz, imgsz)
-    with torch.inference_mode():
-        return median_time(lambda: model(x), repeats, warmup)
+
+    def call():
+        with torch.inference_mode():
+            model(x)
+
+    return call
 
 
-def onnx_latency(model, imgsz: int, repeats: int, warmup: int, workdir: Path) -> float:
-    """Export through Ultralytics' exporter (the `yolo export` path) and time onnxruntime at batch 1."""
+def onnx_call(model, imgsz: int, workdir: Path, threads: int):
+    """Export through Ultralytics' exporter (the `yolo export` path); return an onnxruntime batch-1 call."""
     import copy
 
     import numpy as np
@@ -71,13 +80,13 @@ def onnx_latency(model, imgsz: int, repeats: int, warmup: int, workdir: Path) ->
     model = copy.deepcopy(model)
     model.task = "detect"  # what YOLO() sets on the models it wraps
     model.pt_path = str(workdir / f"{model.yaml_file_stem}_{imgsz}.pt")
-    threads = torch.get_num_threads()
     f = Exporter(overrides=args)(model=model)
+    torch.set_num_threads(threads)  # the exporter's select_device sets cores - 1
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     sess = ort.InferenceSession(f, opts, providers=["CPUExecutionProvider"])
     x = {sess.get_inputs()[0].name: np.random.rand(1, 3, imgsz, imgsz).astype(np.float32)}
-    return median_time(lambda: sess.run(None, x), repeats, warmup)
+    return lambda: sess.run(None, x)
 
 
 def train_throughput(name: str, imgsz: int, data: str, n_images: int, workdir: Path) -> float:
@@ -107,26 +116,34 @@ def make_data(workdir: Path, n_images: int) -> str:
 def measure(models, sizes, repeats, warmup, batch16, onnx, train, n_train, workdir):
     threads = torch.get_num_threads()  # every latency runs with this many threads (torch's default: all cores)
     data = make_data(workdir, n_train) if train else None
-    rows = []
+    built = {}
     for name in models:
-        model = DetectionModel(f"{name}.yaml", nc=7, verbose=False).fuse(verbose=False).eval()
-        model.yaml_file_stem = name
-        for s in sizes:
-            LOGGER.info(f"bench {name} imgsz={s}")
-            r = {"model": name, "imgsz": s, "params": sum(p.numel() for p in model.parameters()),
-                 "gflops": get_flops(model, s), "gflops_scan": get_flops(model, s) + scan_gflops(model, s),
-                 "torch_b1": torch_latency(model, s, 1, repeats, warmup)}
-            if batch16:
-                r["torch_b16"] = torch_latency(model, s, 16, max(1, repeats // 3), 1)
-            if onnx:
-                r["ort_b1"] = onnx_latency(model, s, repeats, warmup, workdir)
-                torch.set_num_threads(threads)  # the exporter's select_device sets cores - 1
-            if train:
-                r["train_ips"] = train_throughput(name, s, data, n_train, workdir)
+        built[name] = DetectionModel(f"{name}.yaml", nc=7, verbose=False).fuse(verbose=False).eval()
+        built[name].yaml_file_stem = name
+    rows = []
+    for s in sizes:
+        LOGGER.info(f"bench imgsz={s}: {', '.join(models)}")
+        rs = {name: {"model": name, "imgsz": s, "params": sum(p.numel() for p in m.parameters()),
+                     "gflops": get_flops(m, s), "gflops_scan": get_flops(m, s) + scan_gflops(m, s)}
+              for name, m in built.items()}
+        for name, t in interleaved_medians({n: torch_call(m, s, 1) for n, m in built.items()}, repeats, warmup).items():
+            rs[name]["torch_b1"] = t
+        if batch16:
+            calls = {n: torch_call(m, s, 16) for n, m in built.items()}
+            for name, t in interleaved_medians(calls, max(1, repeats // 3), 1).items():
+                rs[name]["torch_b16"] = t
+        if onnx:
+            calls = {n: onnx_call(m, s, workdir, threads) for n, m in built.items()}
+            for name, t in interleaved_medians(calls, repeats, warmup).items():
+                rs[name]["ort_b1"] = t
+        if train:
+            for name in models:
+                rs[name]["train_ips"] = train_throughput(name, s, data, n_train, workdir)
                 torch.set_num_threads(threads)
-            rows.append(r)
-            LOGGER.info(json.dumps(r))
-    return rows
+        for name in models:
+            rows.append(rs[name])
+            LOGGER.info(json.dumps(rs[name]))
+    return sorted(rows, key=lambda r: (models.index(r["model"]), r["imgsz"]))
 
 
 def baseline_of(name: str) -> str:
