@@ -5,7 +5,8 @@ CPU latency at batch 1 and 16, onnxruntime CPU latency at batch 1, and training 
 over one short epoch of the stock trainer on a synthetic set). Prints markdown tables with ratios to the
 yolov8 model of the same scale, and the cost growth from 320 to 640, and saves a PNG of latency against
 pixel count. Latencies are medians over `repeats` after `warmup` runs, the models timed round-robin (one
-call of each per round) so that the shared machine's slow and fast spells fall on all of them alike.
+call of each per round) so that the shared machine's slow and fast spells fall on all of them alike;
+onnxruntime sessions are timed one after another (an idle session's spinning threads slow the next).
 
 Usage:
     python benchmarks/bench_models.py                                   # everything (long: ~30+ min)
@@ -132,10 +133,9 @@ def measure(models, sizes, repeats, warmup, batch16, onnx, train, n_train, workd
             calls = {n: torch_call(m, s, 16) for n, m in built.items()}
             for name, t in interleaved_medians(calls, max(1, repeats // 3), 1).items():
                 rs[name]["torch_b16"] = t
-        if onnx:
-            calls = {n: onnx_call(m, s, workdir, threads) for n, m in built.items()}
-            for name, t in interleaved_medians(calls, repeats, warmup).items():
-                rs[name]["ort_b1"] = t
+        if onnx:  # one session at a time: an idle session's spinning thread pool would slow the next one
+            for name, m in built.items():
+                rs[name]["ort_b1"] = interleaved_medians({name: onnx_call(m, s, workdir, threads)}, repeats, warmup)[name]
         if train:
             for name in models:
                 rs[name]["train_ips"] = train_throughput(name, s, data, n_train, workdir)
