@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -238,6 +239,7 @@ def main(models="fer-yolo-mamba-n,yolov8n,fer-yolo-mamba-s,yolov8s", imgsz="160,
     plot(rows, out / "latency_vs_pixels.png")
     if readme:
         write_readme_section(text, "<!-- bench-models:begin -->", "<!-- bench-models:end -->")
+        shutil.copy(out / "latency_vs_pixels.png", Path(__file__).resolve().parents[1] / "docs" / "latency_vs_pixels.png")
     print(f"\nsaved {out / 'bench_models.md'}, {out / 'bench_models.json'}, {out / 'latency_vs_pixels.png'}")
     return rows
 
