@@ -57,7 +57,7 @@ def synthetic_set(project: Path, n_train: int, n_val: int, imgsz: int, seed: int
 def demo(
     data: str | None = None,
     model: str = "fer-yolo-mamba-n.yaml",
-    epochs: int = 8,
+    epochs: int = 9,
     imgsz: int = 224,
     batch: int = 8,
     project: str | None = None,

@@ -55,6 +55,14 @@ def _step_delta(delta_row, bias, softplus, dt, sig):
 
 
 @njit(**_JIT)
+def _columns(src, c0, out):
+    """out (rows, w) = src[:, c0:c0 + w]: a channel block copied into a small contiguous buffer."""
+    for p in range(out.shape[0]):
+        for c in range(out.shape[1]):
+            out[p, c] = src[p, c0 + c]
+
+
+@njit(**_JIT)
 def _block_delta(delta, bias, c0, softplus, dtb, sgb):
     """dtb (l, nv) = softplus(delta + bias) (or delta + bias) at channels c0.. of every position, in spatial
     order, and sgb = d dtb / d delta when sgb is non-empty. Copying the block's columns into a small
@@ -120,13 +128,9 @@ def xscan_fwd(u, delta, A, B, C, bias, order, softplus, chunk, nv, y, hck):
         ub = np.empty((nl, w), u.dtype)
         dtb = np.empty((nl, w), u.dtype)
         a = np.empty((nn, w), u.dtype)
-        for p in range(nl):
-            for c in range(w):
-                ub[p, c] = u[bi, p, c0 + c]
+        _columns(u[bi], c0, ub)
         for k in range(nk):
-            for n in range(nn):
-                for c in range(w):
-                    a[n, c] = A[k, n, c0 + c]
+            _columns(A[k], c0, a)
             _block_delta(delta[k, bi], bias[k], c0, softplus, dtb, nosg)
             _fwd_block(ub, dtb, a, B[bi, k], C[bi, k], order[k], save, chunk, hck[bi, k] if save else none, c0, yo)
         for t in range(nl):
@@ -233,13 +237,9 @@ def xscan_bwd(u, delta, A, B, C, bias, order, softplus, chunk, nv, hck, dy, du, 
             sgb = np.empty((nl, w), u.dtype)
             dub = np.empty((nl, w), u.dtype)
             ddb = np.empty((nl, w), u.dtype)
-            for n in range(nn):
-                for c in range(w):
-                    a[n, c] = A[k, n, c0 + c]
-            for p in range(nl):
-                for c in range(w):
-                    ub[p, c] = u[bi, p, c0 + c]
-                    dyb[p, c] = dy[bi, p, c0 + c]
+            _columns(A[k], c0, a)
+            _columns(u[bi], c0, ub)
+            _columns(dy[bi], c0, dyb)
             _block_delta(delta[k, bi], bias[k], c0, softplus, dtb, sgb)
             _bwd_block(ub, dtb, sgb, dyb, a, B[bi, k], C[bi, k], order[k], chunk, hck[bi, k], c0, dub, ddb, dA[bi, k],
                        dbias[bi, k], dB[bi, k], dC[bi, k])
