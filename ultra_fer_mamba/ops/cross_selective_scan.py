@@ -45,24 +45,27 @@ def fused_available(u: torch.Tensor, backend: str = "auto") -> bool:
             and resolve_backend(backend, u) == "torch" and numba_enabled())
 
 
+def _forward(u, delta, A, B, C, bias, order, softplus: bool, save: bool):
+    """Run xscan_fwd; return y (b, l, e) and the checkpoints (b, k, c, n, e), empty unless save."""
+    threads = _set_threads(_kernels())
+    b, l, e = u.shape
+    k, n = A.shape[0], A.shape[1]
+    lanes = LANES
+    while lanes > 8 and b * -(-e // lanes) < threads:  # one (batch, block) task per thread at least
+        lanes //= 2
+    hck = u.new_empty((b, k, -(-l // CHUNK), n, e) if save else (0, 0, 0, 0, 0))
+    y = u.new_empty(b, l, e)
+    _xkernels().xscan_fwd(u.numpy(), delta.numpy(), A.numpy(), B.numpy(), C.numpy(), bias.numpy(), order.numpy(),
+                          softplus, CHUNK, lanes, y.numpy(), hck.numpy())
+    return y, hck
+
+
 class _CrossScanFn(torch.autograd.Function):
     """The fused kernels with their custom backward; D's skip is added outside, in torch."""
 
     @staticmethod
     def forward(ctx, u, delta, A, B, C, bias, order, softplus):
-        K = _kernels() and _xkernels()
-        threads = _set_threads(_kernels())
-        b, l, e = u.shape
-        k, n = A.shape[0], A.shape[1]
-        lanes = LANES
-        while lanes > 8 and b * -(-e // lanes) < threads:  # one (batch, block) task per thread at least
-            lanes //= 2
-        save = torch.is_grad_enabled() or any(ctx.needs_input_grad)
-        nck = -(-l // CHUNK)
-        hck = u.new_empty((b, k, nck, n, e) if save else (0, 0, 0, 0, 0))
-        y = u.new_empty(b, l, e)
-        K.xscan_fwd(u.numpy(), delta.numpy(), A.numpy(), B.numpy(), C.numpy(), bias.numpy(), order.numpy(),
-                    softplus, CHUNK, lanes, y.numpy(), hck.numpy())
+        y, hck = _forward(u, delta, A, B, C, bias, order, softplus, save=True)
         ctx.save_for_backward(u, delta, A, B, C, bias, order, hck)
         ctx.softplus = softplus
         return y
@@ -138,9 +141,12 @@ def cross_selective_scan(
         ct = torch.promote_types(u.dtype, torch.float32)
         f = lambda t: t.to(ct).contiguous()  # noqa: E731
         order, _ = _indices(h, w, k, u.device)
-        y = _CrossScanFn.apply(f(u), f(delta), f(A.transpose(1, 2)), f(B.transpose(1, 2)), f(C.transpose(1, 2)),
-                               f(delta_bias), order,
-                               bool(delta_softplus))
+        args = (f(u), f(delta), f(A.transpose(1, 2)), f(B.transpose(1, 2)), f(C.transpose(1, 2)), f(delta_bias), order,
+                bool(delta_softplus))
+        if torch.is_grad_enabled() and any(t.requires_grad for t in (u, delta, A, B, C, delta_bias)):
+            y = _CrossScanFn.apply(*args)
+        else:  # inference: no autograd node and no checkpoints (needs_input_grad stays True under no_grad)
+            y, _ = _forward(*args, save=False)
         y = y + u.to(ct) * D.to(ct).sum(0)
     return y.to(dtype_in)
 
