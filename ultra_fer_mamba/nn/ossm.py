@@ -13,7 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..ops import DIRECTIONS
-from ..ops.cross_selective_scan import cross_selective_scan
+from ..ops.cross_selective_scan import cross_selective_scan, fused_available
 
 
 def drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
@@ -99,16 +99,16 @@ class OSSM(nn.Module):
         """Cross-scan, selective scan and cross-merge of u (b, h, w, e) channels-last -> (b, l, e).
 
         x_proj and dt_proj act on each position alone, so they run in spatial order for all directions at once
-        and cross_selective_scan reads each direction's order itself (no permuted copies on the CPU)."""
+        and cross_selective_scan reads each direction's order itself (no permuted copies on the CPU). In CPU
+        inference the fused kernel applies dt_proj itself, so the (k, b, l, e) step sizes are never stored."""
         b, h, w, e = u.shape
         l, k, n, r = h * w, self.k, self.n, self.r
         u = u.reshape(b, l, e)
         x_dbl = F.linear(u, self.x_proj_weight.view(k * (r + 2 * n), e)).view(b, l, k, r + 2 * n)
         dts, Bs, Cs = torch.split(x_dbl, [r, n, n], dim=3)
-        delta = torch.bmm(dts.reshape(b * l, k, r).transpose(0, 1), self.dt_projs_weight.transpose(1, 2))  # (k, bl, e)
         return cross_selective_scan(
             u,
-            delta.view(k, b, l, e),
+            dts,  # dt_proj (r -> e per direction) is applied by the scan: in its kernel when fused
             -torch.exp(self.A_logs.to(torch.promote_types(self.A_logs.dtype, torch.float32))).view(k, e, n),
             Bs,
             Cs,
@@ -116,6 +116,7 @@ class OSSM(nn.Module):
             self.dt_projs_bias,
             h,
             w,
+            dt_weight=self.dt_projs_weight,
         )  # (b, l, e)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -133,12 +134,15 @@ class OSSM(nn.Module):
     def scan_flops(self, h: int, w: int) -> float:
         """FLOPs (batch 1) of the selective scan and cross-merge at an h x w input, which thop does not count.
 
-        thop (ultralytics-thop >= 2.2) already counts the x_proj/dt_proj matmuls, so they are left out here.
+        thop (ultralytics-thop >= 2.2) counts the x_proj matmul, and dt_proj's where it runs in torch. Where the
+        fused CPU kernel applies dt_proj itself (fused_available), its 2 k l r e FLOPs are out of thop's sight
+        and counted here instead.
         """
-        l, k, e, n = h * w, self.k, self.e, self.n
+        l, k, e, n, r = h * w, self.k, self.e, self.n, self.r
         scan = 9 * k * e * l * n + 2 * k * e * l  # Mamba's selective-scan count, plus the D skip and z gate
         merge = k * e * l  # summing the directions
-        return float(scan + merge)
+        dt_proj = 2 * k * l * r * e if fused_available(self.dt_projs_weight.detach()) else 0
+        return float(scan + merge + dt_proj)
 
     def extra_repr(self) -> str:
         return f"c={self.c}, d_inner={self.e}, d_state={self.n}, dt_rank={self.r}, directions={self.k}"

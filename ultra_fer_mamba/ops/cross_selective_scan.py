@@ -24,7 +24,7 @@ from .scan_torch import _exporting, _kernels, _set_threads, numba_enabled
 from .selective_scan import resolve_backend, selective_scan
 
 CHUNK = 32  # steps between saved states in the fused forward (the backward recomputes blocks this long)
-LANES = 64  # channels per block of the forward's vectorised loop (fewer when that leaves a thread idle)
+LANES = 256  # channels per block of the forward's vectorised loop (fewer when that leaves a thread idle)
 BWD_LANES = 128  # channels per block in the backward, whose per-block scratch grows with CHUNK * n * lanes
 
 _XKERNELS = None
@@ -45,8 +45,11 @@ def fused_available(u: torch.Tensor, backend: str = "auto") -> bool:
             and resolve_backend(backend, u) == "torch" and numba_enabled())
 
 
-def _forward(u, delta, A, B, C, bias, order, softplus: bool, save: bool):
-    """Run xscan_fwd; return y (b, l, e) and the checkpoints (b, k, c, n, e), empty unless save."""
+def _forward(u, delta, A, B, C, bias, order, softplus: bool, save: bool, dts=None, wdt=None, dskip=None):
+    """Run xscan_fwd; return y (b, l, e) and the checkpoints (b, k, c, n, e), empty unless save.
+
+    The step sizes are delta (k, b, l, e), or, given dts (b, l, k, r) and wdt (k, r, e), their low-rank
+    product, formed inside the kernel (delta is then None). dskip (e,): u * dskip is added to y (None: 0)."""
     threads = _set_threads(_kernels())
     b, l, e = u.shape
     k, n = A.shape[0], A.shape[1]
@@ -55,9 +58,23 @@ def _forward(u, delta, A, B, C, bias, order, softplus: bool, save: bool):
         lanes //= 2
     hck = u.new_empty((b, k, -(-l // CHUNK), n, e) if save else (0, 0, 0, 0, 0))
     y = u.new_empty(b, l, e)
-    _xkernels().xscan_fwd(u.numpy(), delta.numpy(), A.numpy(), B.numpy(), C.numpy(), bias.numpy(), order.numpy(),
-                          softplus, CHUNK, lanes, y.numpy(), hck.numpy())
+    if dts is None:
+        dts, wdt = u.new_empty(b, 0, k, 0), u.new_empty(k, 0, e)
+    else:
+        delta = u.new_empty(k, b, 0, 0)
+    dskip = u.new_zeros(e) if dskip is None else dskip
+    K = _xkernels()
+    dtype = y.numpy().dtype
+    K.xscan_fwd(u.numpy(), delta.numpy(), dts.numpy(), wdt.numpy(), A.numpy(), B.numpy(), C.numpy(), bias.numpy(),
+                dskip.numpy(), order.numpy(), softplus, CHUNK, lanes, y.numpy(), hck.numpy(),
+                K.pow2_coefficients(dtype), K.softplus_coefficients(dtype))
     return y, hck
+
+
+def _lowrank_delta(dts: torch.Tensor, dt_weight: torch.Tensor) -> torch.Tensor:
+    """Step sizes (k, b, l, e) = dts (b, l, k, r) @ dt_weight (k, e, r) per direction, by one batched matmul."""
+    b, l, k, r = dts.shape
+    return torch.bmm(dts.reshape(b * l, k, r).transpose(0, 1), dt_weight.transpose(1, 2)).view(k, b, l, -1)
 
 
 class _CrossScanFn(torch.autograd.Function):
@@ -85,7 +102,8 @@ class _CrossScanFn(torch.autograd.Function):
         dB, dC = u.new_zeros(b, k, l, n), u.new_zeros(b, k, l, n)
         K.xscan_bwd(u.numpy(), delta.numpy(), A.numpy(), B.numpy(), C.numpy(), bias.numpy(), order.numpy(),
                     ctx.softplus, CHUNK, BWD_LANES, hck.numpy(), dy.numpy(), du.numpy(), ddelta.numpy(), dA.numpy(),
-                    dbias.numpy(), dB.numpy(), dC.numpy())
+                    dbias.numpy(), dB.numpy(), dC.numpy(), K.pow2_coefficients(u.numpy().dtype),
+                    K.softplus_coefficients(u.numpy().dtype))
         return du.sum(0), ddelta, dA.sum(0), dB, dC, dbias.sum(0), None, None
 
 
@@ -101,12 +119,14 @@ def cross_selective_scan(
     w: int,
     delta_softplus: bool = True,
     backend: str = "auto",
+    dt_weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Selective scans of u along every cross-scan direction, merged (summed) back to spatial order.
 
     Args:
         u (torch.Tensor): Input (b, l, e), positions row-major over an h x w grid.
-        delta (torch.Tensor): Step sizes (k, b, l, e) in spatial order, before bias and softplus.
+        delta (torch.Tensor): Step sizes (k, b, l, e) in spatial order, before bias and softplus; with
+            dt_weight, their low-rank factor (b, l, k, r) instead.
         A (torch.Tensor): State matrix diagonals (k, e, n).
         B (torch.Tensor): Input projections (b, l, k, n), spatial order.
         C (torch.Tensor): Output projections (b, l, k, n), spatial order.
@@ -117,6 +137,9 @@ def cross_selective_scan(
         delta_softplus (bool): Softplus on delta after the bias.
         backend (str): Selective-scan backend ("auto", "ref", "torch", "cuda"); the fused CPU kernels run
             for "auto"/"torch" on CPU tensors with numba, the composition otherwise.
+        dt_weight (torch.Tensor, optional): (k, e, r): the step sizes are delta[:, :, k] @ dt_weight[k].T for
+            direction k (Mamba's dt_proj). Inference on the fused path forms them a step at a time inside the
+            kernel, so the (k, b, l, e) tensor is never written and read back; elsewhere one batched matmul.
 
     Returns:
         (torch.Tensor): y (b, l, e) in u's dtype, the sum over the k directions (D's skip included).
@@ -131,23 +154,31 @@ def cross_selective_scan(
     """
     b, l, e = u.shape
     k, n = A.shape[0], A.shape[2]
-    if l != h * w or tuple(delta.shape) != (k, b, l, e) or tuple(B.shape) != (b, l, k, n) or B.shape != C.shape:
+    want = (b, l, k, dt_weight.shape[2]) if dt_weight is not None else (k, b, l, e)
+    if (l != h * w or tuple(delta.shape) != want or tuple(B.shape) != (b, l, k, n) or B.shape != C.shape
+            or (dt_weight is not None and tuple(dt_weight.shape[:2]) != (k, e))):
         raise ValueError(f"cross_selective_scan: shapes u {tuple(u.shape)}, delta {tuple(delta.shape)}, A "
-                         f"{tuple(A.shape)}, B {tuple(B.shape)}, C {tuple(C.shape)} do not fit h={h}, w={w}")
+                         f"{tuple(A.shape)}, B {tuple(B.shape)}, C {tuple(C.shape)}, dt_weight "
+                         f"{None if dt_weight is None else tuple(dt_weight.shape)} do not fit h={h}, w={w}")
     if not fused_available(u, backend):
+        delta = delta if dt_weight is None else _lowrank_delta(delta, dt_weight)
         return _composed(u, delta, A, B, C, D, delta_bias, h, w, delta_softplus, backend)
     dtype_in = u.dtype
     with torch.autocast("cpu", enabled=False):
         ct = torch.promote_types(u.dtype, torch.float32)
         f = lambda t: t.to(ct).contiguous()  # noqa: E731
         order, _ = _indices(h, w, k, u.device)
-        args = (f(u), f(delta), f(A.transpose(1, 2)), f(B.transpose(1, 2)), f(C.transpose(1, 2)), f(delta_bias), order,
-                bool(delta_softplus))
-        if torch.is_grad_enabled() and any(t.requires_grad for t in (u, delta, A, B, C, delta_bias)):
-            y = _CrossScanFn.apply(*args)
-        else:  # inference: no autograd node and no checkpoints (needs_input_grad stays True under no_grad)
-            y, _ = _forward(*args, save=False)
-        y = y + u.to(ct) * D.to(ct).sum(0)
+        inputs = (u, delta, A, B, C, D, delta_bias) + (() if dt_weight is None else (dt_weight,))
+        if torch.is_grad_enabled() and any(t.requires_grad for t in inputs):
+            delta = delta if dt_weight is None else _lowrank_delta(delta, dt_weight)  # autograd does dt_proj's grads
+            y = _CrossScanFn.apply(f(u), f(delta), f(A.transpose(1, 2)), f(B.transpose(1, 2)), f(C.transpose(1, 2)),
+                                   f(delta_bias), order, bool(delta_softplus))
+            y = y + u.to(ct) * D.to(ct).sum(0)
+        else:  # inference: no autograd node, no checkpoints, D's skip inside the kernel
+            lowrank = {} if dt_weight is None else {"dts": f(delta), "wdt": f(dt_weight.transpose(1, 2))}
+            y, _ = _forward(f(u), None if lowrank else f(delta), f(A.transpose(1, 2)), f(B.transpose(1, 2)),
+                            f(C.transpose(1, 2)), f(delta_bias), order, bool(delta_softplus), save=False,
+                            dskip=f(D.sum(0)), **lowrank)
     return y.to(dtype_in)
 
 

@@ -9,6 +9,8 @@ Compiled on first use per dtype (a few seconds each) and cached on disk (``cache
 
 float32 uses hand-written exp/log1p below (LLVM cannot vectorise ``math.exp`` without SVML, and the
 exp in the inner loop is the bottleneck); float64 uses ``math.exp``/``math.log1p`` (accuracy first).
+The fused kernels (cross_scan_kernels.py) use the cheaper _pow2 and _softplus, whose constants the caller
+passes in (pow2_coefficients, softplus_coefficients).
 
 Shape letters: b batch, d channels, g groups of B/C, n state size, l length, c checkpoints (ceil(l/T)).
 """
@@ -38,6 +40,13 @@ _LN2_LO = -2.1219444005469057e-04  # ln 2 - _LN2_HI
 # selects, and no slow subnormal arithmetic in the recurrence.
 _E2, _E3, _E4 = 0.4999999403953552, 0.1666652113199234, 0.04166838899254799
 _E5, _E6 = 0.008368710055947304, 0.001381461275741458
+# 2**r ~ 1 + r (P1 + r (P2 + ... + r P5)) on |r| <= 1/2 (same fit; float32 Horner within 1.6 ulp)
+_P1, _P2, _P3 = 0.6931469775965878, 0.24022242081842451, 0.05550733745646322
+_P4, _P5 = 0.009671512862233816, 0.001326472708008647
+_LN2 = 0.6931471805599453
+# log1p(z) ~ z P(z) on [0, 1], P of degree 8 (same fit; float32 Horner within 2e-7 relative)
+_L1P = (0.9999999698809, -0.4999949314555559, 0.3331909686204845, -0.2484298246210637, 0.191060072993899,
+        -0.13663246301091253, 0.07822595210807443, -0.029505236058234727, 0.005232692979207629)
 _MAGIC = 12582912.0  # 1.5 * 2**23: adding it rounds a float32 of magnitude < 2**22 to an integer
 _EXP_LO, _EXP_HI = -88.0, 88.37  # clamp: exp(-88) -> exponent field 0 -> exactly 0; exp(88.37+) saturates
 
@@ -55,6 +64,21 @@ def _exp2_from_magic(typingctx, t):
         return builder.bitcast(builder.shl(exponent, ir.Constant(i32, 23)), ir.FloatType())
 
     return types.float32(types.float32), codegen
+
+
+@intrinsic
+def _scale_by_magic(typingctx, p, t):
+    """p * 2**k for float32 p in [0.5, 2) and t = y + _MAGIC holding the integer k (|k| <= 125) in its low
+    mantissa bits: k is added to p's exponent field (bits(t) << 23 leaves exactly k << 23, mod 2**32)."""
+    if p != types.float32 or t != types.float32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        i32 = ir.IntType(32)
+        k23 = builder.shl(builder.bitcast(args[1], i32), ir.Constant(i32, 23))
+        return builder.bitcast(builder.add(builder.bitcast(args[0], i32), k23), ir.FloatType())
+
+    return types.float32(types.float32, types.float32), codegen
 
 
 def _exp(x):  # typed by the overload below
@@ -86,6 +110,69 @@ def _exp_impl(x):
         return exp_f32
     if isinstance(x, types.Float):
         return lambda x: math.exp(x)
+    return None
+
+
+def _pow2(x, cf):  # typed by the overload below
+    raise NotImplementedError
+
+
+def pow2_coefficients(dtype) -> np.ndarray:
+    """The constants of _pow2 as an array for the kernels' callers to pass in: as run-time values LLVM keeps
+    them in registers across a vectorised loop, where literal constants are re-broadcast from memory at
+    every iteration (numba's code model), about a third of the loop's instructions."""
+    return np.array([-125.0, 127.0, _MAGIC, _P1, _P2, _P3, _P4, _P5], dtype)
+
+
+@overload(_pow2, jit_options={"fastmath": _HELPER_MATH, "error_model": "numpy"})
+def _pow2_impl(x, cf):
+    """2**x, cf = pow2_coefficients(x's dtype) unpacked into a tuple. float32: 13 vector ops, the scans'
+    inner loop, with A pre-scaled by log2(e) so that exp(dt A) = 2**(dt A log2 e). 2**r on |r| <= 1/2 by a
+    degree-5 near-minimax polynomial (fitted for this file like _exp's), the integer part added to the
+    exponent field: within 1.6 ulp over [-125, 127]. x is clamped to that range: below it the result is
+    2**-125 (~2e-38) instead of a subnormal, which the recurrence's products treat as 0."""
+    if x == types.float32:
+
+        def pow2_f32(x, cf):
+            lo, hi, magic, p1, p2, p3, p4, p5 = cf
+            xc = min(max(x, lo), hi)
+            t = xc + magic
+            r = xc - (t - magic)  # |r| <= 1/2, exact
+            p = (((p5 * r + p4) * r + p3) * r + p2) * r + p1
+            return _scale_by_magic(p * r + np.float32(1.0), t)
+
+        return pow2_f32
+    if isinstance(x, types.Float):
+        return lambda x, cf: math.exp(x * _LN2)
+    return None
+
+
+def _softplus(x, cf, sc):  # typed by the overload below
+    raise NotImplementedError
+
+
+def softplus_coefficients(dtype) -> np.ndarray:
+    """The constants of _softplus (log2(e), then log1p(z) / z's polynomial), passed in like _pow2's."""
+    return np.array((_LOG2E,) + _L1P, dtype)
+
+
+@overload(_softplus, jit_options={"fastmath": _HELPER_MATH, "error_model": "numpy"})
+def _softplus_impl(x, cf, sc):
+    """softplus(x) = max(x, 0) + log1p(z), z = exp(-|x|) in (0, 1]; cf = pow2_coefficients, sc =
+    softplus_coefficients, as tuples. float32: z by _pow2 and log1p(z) = z P(z) (degree 8, near-minimax,
+    within 2e-7 relative on [0, 1]): no division and no branch, so the loop vectorises; within 2e-6
+    relative of the exact value for |x| <= 30 (the rounding of x log2(e) in the exponent). float64: exact."""
+    if x == types.float32:
+
+        def softplus_f32(x, cf, sc):
+            log2e, q0, q1, q2, q3, q4, q5, q6, q7, q8 = sc
+            z = _pow2(-abs(x) * log2e, cf)
+            p = (((((((q8 * z + q7) * z + q6) * z + q5) * z + q4) * z + q3) * z + q2) * z + q1) * z + q0
+            return max(x, np.float32(0.0)) + p * z
+
+        return softplus_f32
+    if isinstance(x, types.Float):
+        return lambda x, cf, sc: max(x, 0.0) + math.log1p(math.exp(-abs(x)))
     return None
 
 
