@@ -1,8 +1,9 @@
 """Whole-model benchmark: fer-yolo-mamba-{n,s} against yolov8{n,s} (nc=7), measured in one run.
 
 For each model and imgsz: params, GFLOPs (Ultralytics' count and with the selective scan counted), PyTorch
-CPU latency at batch 1 and 16, onnxruntime CPU latency at batch 1, and training throughput (images/s
-over one short epoch of the stock trainer on a synthetic set). Prints markdown tables with ratios to the
+CPU latency at batch 1 and 16, onnxruntime CPU latency at batch 1, and training throughput of the stock
+trainer on a synthetic set (images/s: the batch over the median iteration time, from `train_rounds` short
+epochs per model, the models alternating). Prints markdown tables with ratios to the
 yolov8 model of the same scale, and the cost growth from 320 to 640, and saves a PNG of latency against
 pixel count. Latencies are medians over `repeats` after `warmup` runs, the models timed round-robin (one
 call of each per round) so that the shared machine's slow and fast spells fall on all of them alike;
@@ -91,19 +92,21 @@ def onnx_call(model, imgsz: int, workdir: Path, threads: int):
     return lambda: sess.run(None, x)
 
 
-def train_throughput(name: str, imgsz: int, data: str, n_images: int, workdir: Path) -> float:
-    """Images/s of the stock trainer over one epoch (no validation), the first batch excluded."""
+TRAIN_BATCH = 8
+
+
+def train_iterations(name: str, imgsz: int, data: str, workdir: Path) -> list[float]:
+    """Seconds of each iteration (data, forward, backward, optimizer step) of one epoch of the stock trainer
+    (no validation), the first excluded: the gaps between consecutive batch ends."""
     from ultralytics import YOLO
 
-    marks = {}
+    marks = []
     model = YOLO(f"{name}.yaml")
-    model.add_callback("on_train_batch_end", lambda t: marks.setdefault("first", time.perf_counter()))
-    model.add_callback("on_train_epoch_end", lambda t: marks.setdefault("end", time.perf_counter()))
-    batch = 8
-    model.train(data=data, epochs=1, imgsz=imgsz, batch=batch, device="cpu", workers=0, val=False, plots=False,
-                amp=False, project=str(workdir), name=f"{name}_{imgsz}", exist_ok=True, verbose=False,
+    model.add_callback("on_train_batch_end", lambda t: marks.append(time.perf_counter()))
+    model.train(data=data, epochs=1, imgsz=imgsz, batch=TRAIN_BATCH, device="cpu", workers=0, val=False,
+                plots=False, amp=False, project=str(workdir), name=f"{name}_{imgsz}", exist_ok=True, verbose=False,
                 warmup_epochs=0, mosaic=0.0)
-    return (n_images - batch) / (marks["end"] - marks["first"])
+    return [b - a for a, b in zip(marks, marks[1:])]
 
 
 def make_data(workdir: Path, n_images: int) -> str:
@@ -115,7 +118,7 @@ def make_data(workdir: Path, n_images: int) -> str:
     return str(out / "data.yaml")
 
 
-def measure(models, sizes, repeats, warmup, batch16, onnx, train, n_train, workdir):
+def measure(models, sizes, repeats, warmup, batch16, onnx, train, n_train, train_rounds, workdir):
     threads = torch.get_num_threads()  # every latency runs with this many threads (torch's default: all cores)
     data = make_data(workdir, n_train) if train else None
     built = {}
@@ -137,10 +140,14 @@ def measure(models, sizes, repeats, warmup, batch16, onnx, train, n_train, workd
         if onnx:  # one session at a time: an idle session's spinning thread pool would slow the next one
             for name, m in built.items():
                 rs[name]["ort_b1"] = interleaved_medians({name: onnx_call(m, s, workdir, threads)}, repeats, warmup)[name]
-        if train:
+        if train:  # rounds of one epoch per model, alternating, so slow spells fall on every model
+            its = {name: [] for name in models}
+            for _ in range(train_rounds):
+                for name in models:
+                    its[name] += train_iterations(name, s, data, workdir)
+                    torch.set_num_threads(threads)
             for name in models:
-                rs[name]["train_ips"] = train_throughput(name, s, data, n_train, workdir)
-                torch.set_num_threads(threads)
+                rs[name]["train_ips"] = TRAIN_BATCH / statistics.median(its[name])
         for name in models:
             rows.append(rs[name])
             LOGGER.info(json.dumps(rs[name]))
@@ -219,20 +226,21 @@ def plot(rows: list[dict], file: Path):
     plt.close(fig)
 
 
-def main(models="fer-yolo-mamba-n,yolov8n,fer-yolo-mamba-s,yolov8s", imgsz="160,320,480,640", repeats=10,
-         warmup=3, batch16=True, onnx=True, train=True, n_train=64, out="runs/bench", readme=False):
+def main(models="fer-yolo-mamba-n,yolov8n,fer-yolo-mamba-s,yolov8s", imgsz="160,320,480,640", repeats=20,
+         warmup=3, batch16=True, onnx=True, train=True, n_train=40, train_rounds=2, out="runs/bench", readme=False):
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     models = [m for m in str(models).split(",") if m]
     sizes = [int(s) for s in str(imgsz).split(",") if s]
     with tempfile.TemporaryDirectory() as tmp:
-        rows = measure(models, sizes, repeats, warmup, batch16, onnx, train, n_train, Path(tmp))
+        rows = measure(models, sizes, repeats, warmup, batch16, onnx, train, n_train, train_rounds, Path(tmp))
     from ultralytics.utils.torch_utils import get_cpu_info
 
     text = (f"Measured by `python benchmarks/bench_models.py` on {get_cpu_info()} ({os.cpu_count()} cores, "
             f"{torch.get_num_threads()} torch threads), torch {torch.__version__}, {time.strftime('%Y-%m-%d')}; "
-            f"latency in ms (median of {repeats}), training in images/s, ratios to the yolov8 model of the same "
-            f"scale.\n\n" + tables(rows) + targets(rows))
+            f"latency in ms (median of {repeats}), training in images/s (batch {TRAIN_BATCH} / median iteration time, "
+            f"{train_rounds} alternating epochs of {n_train} images per model), ratios to the yolov8 model of the "
+            f"same scale.\n\n" + tables(rows) + targets(rows))
     print(text)
     (out / "bench_models.md").write_text(text + "\n")
     (out / "bench_models.json").write_text(json.dumps(rows, indent=2))

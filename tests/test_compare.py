@@ -1,7 +1,7 @@
 """``compare``: identical training of several models, one report, and resuming an interrupted comparison.
 
 Trains for real on conftest's tiny set at imgsz 64 on the CPU (a few seconds an epoch), with Ultralytics' bundled
-YAMLs: nothing is downloaded. TODO(lead): switch MODELS to "fer-yolo-mamba-n.yaml,yolov8n.yaml" once registered.
+YAMLs: nothing is downloaded.
 """
 
 import json

@@ -16,6 +16,8 @@ r dt rank.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch.autograd.function import once_differentiable
 
@@ -63,12 +65,17 @@ def _forward(u, delta, A, B, C, bias, order, softplus: bool, save: bool, dts=Non
     else:
         delta = u.new_empty(k, b, 0, 0)
     dskip = u.new_zeros(e) if dskip is None else dskip
-    K = _xkernels()
-    dtype = y.numpy().dtype
-    K.xscan_fwd(u.numpy(), delta.numpy(), dts.numpy(), wdt.numpy(), A.numpy(), B.numpy(), C.numpy(), bias.numpy(),
-                dskip.numpy(), order.numpy(), softplus, CHUNK, lanes, y.numpy(), hck.numpy(),
-                K.pow2_coefficients(dtype), K.softplus_coefficients(dtype))
+    _xkernels().xscan_fwd(u.numpy(), delta.numpy(), dts.numpy(), wdt.numpy(), A.numpy(), B.numpy(), C.numpy(),
+                          bias.numpy(), dskip.numpy(), order.numpy(), softplus, CHUNK, lanes, y.numpy(), hck.numpy(),
+                          *_coefficients(u.dtype))
     return y, hck
+
+
+@functools.lru_cache(maxsize=None)
+def _coefficients(dtype: torch.dtype):
+    """The kernels' _pow2 and _softplus constants for a dtype (numpy arrays, made once)."""
+    K, np_dtype = _xkernels(), torch.empty(0, dtype=dtype).numpy().dtype
+    return K.pow2_coefficients(np_dtype), K.softplus_coefficients(np_dtype)
 
 
 def _lowrank_delta(dts: torch.Tensor, dt_weight: torch.Tensor) -> torch.Tensor:
@@ -102,8 +109,7 @@ class _CrossScanFn(torch.autograd.Function):
         dB, dC = u.new_zeros(b, k, l, n), u.new_zeros(b, k, l, n)
         K.xscan_bwd(u.numpy(), delta.numpy(), A.numpy(), B.numpy(), C.numpy(), bias.numpy(), order.numpy(),
                     ctx.softplus, CHUNK, BWD_LANES, hck.numpy(), dy.numpy(), du.numpy(), ddelta.numpy(), dA.numpy(),
-                    dbias.numpy(), dB.numpy(), dC.numpy(), K.pow2_coefficients(u.numpy().dtype),
-                    K.softplus_coefficients(u.numpy().dtype))
+                    dbias.numpy(), dB.numpy(), dC.numpy(), *_coefficients(u.dtype))
         return du.sum(0), ddelta, dA.sum(0), dB, dC, dbias.sum(0), None, None
 
 
@@ -166,7 +172,7 @@ def cross_selective_scan(
     dtype_in = u.dtype
     with torch.autocast("cpu", enabled=False):
         ct = torch.promote_types(u.dtype, torch.float32)
-        f = lambda t: t.to(ct).contiguous()  # noqa: E731
+        f = lambda t: t if t.dtype == ct and t.is_contiguous() else t.to(ct).contiguous()  # noqa: E731
         order, _ = _indices(h, w, k, u.device)
         inputs = (u, delta, A, B, C, D, delta_bias) + (() if dt_weight is None else (dt_weight,))
         if torch.is_grad_enabled() and any(t.requires_grad for t in inputs):
