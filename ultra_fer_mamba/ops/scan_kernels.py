@@ -68,7 +68,7 @@ def _exp2_from_magic(typingctx, t):
 
 @intrinsic
 def _scale_by_magic(typingctx, p, t):
-    """p * 2**k for float32 p in [0.5, 2) and t = y + _MAGIC holding the integer k (|k| <= 125) in its low
+    """p * 2**k for float32 p in [0.5, 2) and t = y + _MAGIC holding the integer k (-125 <= k <= 127) in its low
     mantissa bits: k is added to p's exponent field (bits(t) << 23 leaves exactly k << 23, mod 2**32)."""
     if p != types.float32 or t != types.float32:
         return None
