@@ -128,9 +128,11 @@ def measure(models, sizes, repeats, warmup, batch16, onnx, train, n_train, train
     rows = []
     for s in sizes:
         LOGGER.info(f"bench imgsz={s}: {', '.join(models)}")
-        rs = {name: {"model": name, "imgsz": s, "params": sum(p.numel() for p in m.parameters()),
-                     "gflops": get_flops(m, s), "gflops_scan": get_flops(m, s) + scan_gflops(m, s)}
-              for name, m in built.items()}
+        rs = {}
+        for name, m in built.items():
+            gflops = get_flops(m, s)
+            rs[name] = {"model": name, "imgsz": s, "params": sum(p.numel() for p in m.parameters()), "gflops": gflops,
+                        "gflops_scan": gflops + scan_gflops(m, s)}
         for name, t in interleaved_medians({n: torch_call(m, s, 1) for n, m in built.items()}, repeats, warmup).items():
             rs[name]["torch_b1"] = t
         if batch16:

@@ -61,6 +61,13 @@ def _step_delta(delta_row, bias, softplus, dt, sig, cf, sc):
 
 
 @njit(**_JIT)
+def _constants(pw, ps):
+    """pow2_coefficients and softplus_coefficients arrays as the tuples _pow2 and _softplus take."""
+    return (pw[0], pw[1], pw[2], pw[3], pw[4], pw[5], pw[6], pw[7]), (ps[0], ps[1], ps[2], ps[3], ps[4], ps[5], ps[6],
+                                                                      ps[7], ps[8], ps[9])
+
+
+@njit(**_JIT)
 def _columns(src, c0, out):
     """out (rows, w) = src[:, c0:c0 + w]: a channel block copied into a small contiguous buffer."""
     for p in range(out.shape[0]):
@@ -148,8 +155,7 @@ def xscan_fwd(u, delta, dts, wdt, A, B, C, bias, dskip, order, softplus, chunk, 
     save = hck.shape[0] > 0
     none = np.empty((0, 0, 0), u.dtype)
     log2e = u.dtype.type(_LOG2E)
-    cf = (pw[0], pw[1], pw[2], pw[3], pw[4], pw[5], pw[6], pw[7])
-    sc = (ps[0], ps[1], ps[2], ps[3], ps[4], ps[5], ps[6], ps[7], ps[8], ps[9])
+    cf, sc = _constants(pw, ps)
     for job in prange(nb * nblk):
         bi = job // nblk
         c0 = (job - bi * nblk) * nv
@@ -260,8 +266,7 @@ def xscan_bwd(u, delta, A, B, C, bias, order, softplus, chunk, nv, hck, dy, du, 
     nb, nl, ne = u.shape
     nk, nn = A.shape[0], A.shape[1]
     log2e = u.dtype.type(_LOG2E)
-    cf = (pw[0], pw[1], pw[2], pw[3], pw[4], pw[5], pw[6], pw[7])
-    sc = (ps[0], ps[1], ps[2], ps[3], ps[4], ps[5], ps[6], ps[7], ps[8], ps[9])
+    cf, sc = _constants(pw, ps)
     for job in prange(nb * nk):
         bi = job // nk
         k = job - bi * nk
