@@ -3,7 +3,7 @@
 ``ultra_fer_mamba.pth`` (installed into site-packages beside this file) runs ``import ultra_fer_mamba_hook``
 at interpreter start. That only adds a meta-path finder, which costs nothing until Ultralytics is imported:
 when ``ultralytics.nn.tasks`` or ``ultralytics.engine.trainer`` finishes importing, the finder calls
-``ultra_fer_mamba.integration.ultralytics.on_import``, which registers our modules. Any error there is
+``ultra_fer_mamba.integration.on_import``, which registers our modules. Any error there is
 reported as a warning and never breaks the import of Ultralytics itself. Set ``ULTRA_FER_MAMBA_NO_HOOK=1``
 to switch the hook off.
 """
@@ -29,7 +29,7 @@ class _Loader:
         if package is not None and not getattr(package, "registered", False):
             return  # ultra_fer_mamba is importing Ultralytics itself and registers when its import completes
         try:
-            from ultra_fer_mamba.integration.ultralytics import on_import
+            from ultra_fer_mamba.integration import on_import
 
             on_import(self.name, module)
         except Exception as e:  # never break `import ultralytics` for a plugin problem

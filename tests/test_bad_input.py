@@ -21,7 +21,8 @@ from ultralytics.nn.tasks import DetectionModel
 from ultralytics.utils import LOGGER
 
 import ultra_fer_mamba
-from ultra_fer_mamba.integration.ultralytics import VERSION_ATTR, checkpoint_version, yaml_dir
+from ultra_fer_mamba.integration import yaml_dir
+from ultra_fer_mamba.integration.checkpoints import VERSION_ATTR, checkpoint_version
 from ultra_fer_mamba.nn import OSSM, FERYOLOVSS1
 
 from conftest import make_tiny_dataset
@@ -174,13 +175,29 @@ def test_new_models_record_the_plugin_version(model, tmp_path):
     assert checkpoint_version(path) == ultra_fer_mamba.__version__
 
 
-@pytest.mark.parametrize("keep", [0, 5000, 3_000_000])
+@pytest.mark.parametrize("keep", ["nothing", "inside the pickle", "inside the tensors"])
 def test_truncated_checkpoint_names_the_file(model, tmp_path, keep):
     """Empty or cut short (a training killed while writing last.pt): TypeError naming the file, for every length."""
     path = _save(model, tmp_path / "cut.pt", version="0.1.0")
-    path.write_bytes(path.read_bytes()[:keep])
+    data = path.read_bytes()
+    cut = {"nothing": 0, "inside the pickle": data.index(b"ultra_fer_mamba") + 1000, "inside the tensors": 3_000_000}
+    path.write_bytes(data[: cut[keep]])
     with pytest.raises(TypeError, match=r"cut\.pt is not a loadable checkpoint"):
         YOLO(path)
+
+
+def test_file_cut_before_our_names_gets_ultralytics_own_error(model, tmp_path):
+    """A file cut before its pickle names ultra_fer_mamba cannot be told from a stock one: the original decides."""
+    from ultralytics.nn import tasks
+
+    path = _save(model, tmp_path / "cut.pt", version="0.1.0")
+    path.write_bytes(path.read_bytes()[:5000])
+    errors = []
+    for load in (tasks.torch_safe_load, tasks.torch_safe_load.__wrapped__):
+        with pytest.raises(Exception) as e:
+            load(str(path))
+        errors.append((type(e.value), str(e.value)))
+    assert errors[0] == errors[1]
 
 
 # ---------------------------------------------------------------- datasets and prediction sources

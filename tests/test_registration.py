@@ -10,7 +10,7 @@ from ultralytics.nn.tasks import DetectionModel
 from ultralytics.utils import LOGGER
 
 import ultra_fer_mamba
-from ultra_fer_mamba.integration.ultralytics import resolve_model_yaml, yaml_dir
+from ultra_fer_mamba.integration import resolve_model_yaml, yaml_dir
 from ultra_fer_mamba.nn import OSSM, FERYOLOVSS1, FERYOLOVSS2
 
 YAMLS = sorted(p.name for p in yaml_dir().glob("*.yaml"))
