@@ -1,6 +1,9 @@
 """The four names inside stock Ultralytics: YAML family, scales, parser errors, weight transfer."""
 
 import logging
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -128,3 +131,37 @@ def test_registration_is_idempotent():
     before = tasks.parse_model
     ultra_fer_mamba.register()
     assert tasks.parse_model is before
+
+
+@pytest.mark.parametrize("version", ["8.2.103", "8.5.0", "9.0.1"])
+def test_unsupported_ultralytics_gets_one_clear_message(monkeypatch, version):
+    import ultralytics
+
+    monkeypatch.setattr(ultralytics, "__version__", version)
+    with pytest.raises(ImportError) as e:
+        ultra_fer_mamba.register()
+    assert str(e.value) == (f"ultra-fer-mamba supports ultralytics>=8.3.200,<8.5 (the range it is tested on); found "
+                            f"{version}. Install a supported version: pip install 'ultralytics>=8.3.200,<8.5'")
+
+
+def test_unsupported_ultralytics_through_the_hook_warns_once_and_stock_still_works(tmp_path):
+    """The .pth hook never breaks Ultralytics: one warning with the message, and stock models build."""
+    script = ("import sys, ultralytics\nultralytics.__version__ = '8.2.103'\nfrom ultralytics import YOLO\n"
+              "import ultralytics.engine.trainer\nYOLO('yolov8n.yaml')\nprint('plugin', 'ultra_fer_mamba' in sys.modules)")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "ULTRA_FER_MAMBA_NO_HOOK")}
+    env.update(YOLO_OFFLINE="1", YOLO_CONFIG_DIR=str(tmp_path / "cfg"))
+    r = subprocess.run([sys.executable, "-c", script], env=env, cwd=tmp_path, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.strip().endswith("plugin False")
+    assert r.stderr.count("ultra-fer-mamba supports ultralytics>=8.3.200,<8.5 (the range it is tested on); "
+                          "found 8.2.103.") == 1, r.stderr
+
+
+def test_declared_range_is_the_supported_range():
+    from importlib.metadata import requires
+
+    from ultra_fer_mamba.integration import SUPPORTED
+
+    declared = next(r for r in requires("ultra-fer-mamba") if r.startswith("ultralytics"))
+    assert sorted(declared.removeprefix("ultralytics").split(",")) == sorted([f">={SUPPORTED[0]}", f"<{SUPPORTED[1]}"])
