@@ -140,8 +140,8 @@ def test_unsupported_ultralytics_gets_one_clear_message(monkeypatch, version):
     monkeypatch.setattr(ultralytics, "__version__", version)
     with pytest.raises(ImportError) as e:
         ultra_fer_mamba.register()
-    assert str(e.value) == (f"ultra-fer-mamba supports ultralytics>=8.3.200,<8.5 (the range it is tested on); found "
-                            f"{version}. Install a supported version: pip install 'ultralytics>=8.3.200,<8.5'")
+    assert str(e.value) == (f"ultra-fer-mamba supports ultralytics>=8.3.215,<8.5 (the range it is tested on); found "
+                            f"{version}. Install a supported version: pip install 'ultralytics>=8.3.215,<8.5'")
 
 
 def test_unsupported_ultralytics_through_the_hook_warns_once_and_stock_still_works(tmp_path):
@@ -154,14 +154,29 @@ def test_unsupported_ultralytics_through_the_hook_warns_once_and_stock_still_wor
                        timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.strip().endswith("plugin False")
-    assert r.stderr.count("ultra-fer-mamba supports ultralytics>=8.3.200,<8.5 (the range it is tested on); "
+    assert r.stderr.count("ultra-fer-mamba supports ultralytics>=8.3.215,<8.5 (the range it is tested on); "
                           "found 8.2.103.") == 1, r.stderr
 
 
 def test_declared_range_is_the_supported_range():
-    from importlib.metadata import requires
-
     from ultra_fer_mamba.integration import SUPPORTED
 
-    declared = next(r for r in requires("ultra-fer-mamba") if r.startswith("ultralytics"))
-    assert sorted(declared.removeprefix("ultralytics").split(",")) == sorted([f">={SUPPORTED[0]}", f"<{SUPPORTED[1]}"])
+    pyproject = (Path(__file__).parents[1] / "pyproject.toml").read_text()
+    assert f'"ultralytics>={SUPPORTED[0]},<{SUPPORTED[1]}",' in [line.strip() for line in pyproject.splitlines()]
+
+
+@pytest.mark.parametrize("first", ["from ultralytics import YOLO", "import ultralytics.engine.trainer",
+                                   "from ultralytics.engine.exporter import Exporter", "import ultra_fer_mamba"])
+def test_hook_installs_every_wrapper_whatever_is_imported_first(first, tmp_path):
+    """The hook registers inside Ultralytics' own import: modules still importing are wrapped when they finish."""
+    script = (f"import warnings\nwarnings.simplefilter('error', UserWarning)\n{first}\n"
+              "import ultralytics.engine.trainer as t\nfrom ultralytics.nn import tasks\n"
+              "print(sorted(f.__name__ for f in (tasks.parse_model, tasks.check_yaml, tasks.guess_model_scale, "
+              "tasks.torch_safe_load, t.check_amp, t.BaseTrainer.build_optimizer) if hasattr(f, '__wrapped__')))")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "ULTRA_FER_MAMBA_NO_HOOK")}
+    env.update(YOLO_OFFLINE="1", YOLO_CONFIG_DIR=str(tmp_path / "cfg"))
+    r = subprocess.run([sys.executable, "-c", script], env=env, cwd=tmp_path, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.split("\n")[-2] == str(sorted(["parse_model", "check_yaml", "guess_model_scale", "torch_safe_load",
+                                                   "check_amp", "build_optimizer"]))

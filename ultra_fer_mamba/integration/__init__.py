@@ -14,8 +14,8 @@ Our modules themselves are listed once, in ``registry.BLOCKS``; they also become
 (``ULTRALYTICS_SAFE_LOAD=1``). A new room is a module with a ``PATCHES`` tuple, added to ``ROOMS``.
 
 The stock ``yolo`` script and DDP workers get all this with no user import through ``ultra_fer_mamba.pth``
-(see ``ultra_fer_mamba_hook.py``), which calls ``on_import`` when ``ultralytics.nn.tasks`` or
-``ultralytics.engine.trainer`` finishes importing.
+(see ``ultra_fer_mamba_hook.py``), which imports the package when ``ultralytics.nn.tasks`` finishes importing
+and then calls ``on_import`` for every Ultralytics module that finishes importing.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from . import checkpoints, parse, trainer
 from .parse import resolve_model_yaml, yaml_dir
 from .registry import BLOCKS, CLASSES
 
-SUPPORTED = ("8.3.200", "8.5")  # Ultralytics versions tested (>=, <); pyproject.toml declares the same range
+SUPPORTED = ("8.3.215", "8.5")  # Ultralytics versions tested (>=, <); pyproject.toml declares the same range
 ROOMS = (parse, checkpoints, trainer)
 MARK = "__ultra_fer_mamba__"  # set on every wrapper this package installs
 
@@ -50,8 +50,8 @@ def check_version(version: str | None = None) -> None:
         >>> check_version("8.2.103")
         Traceback (most recent call last):
         ...
-        ImportError: ultra-fer-mamba supports ultralytics>=8.3.200,<8.5 (the range it is tested on); found 8.2.103. \
-Install a supported version: pip install 'ultralytics>=8.3.200,<8.5'
+        ImportError: ultra-fer-mamba supports ultralytics>=8.3.215,<8.5 (the range it is tested on); found 8.2.103. \
+Install a supported version: pip install 'ultralytics>=8.3.215,<8.5'
     """
     if version is None:
         import ultralytics
@@ -82,17 +82,29 @@ def wrap(owner, name: str, wrapper) -> None:
     setattr(owner, name, patched)
 
 
-def _apply(module_name: str, attribute: str, wrapper) -> None:
-    """Wrap ``module_name.attribute``; skipped while that module is still importing (``on_import`` comes back)."""
-    module = importlib.import_module(module_name)  # a module in the middle of its import comes back as is
-    owner, *path = [module, *attribute.split(".")]
-    for part in path[:-1]:
+def _initializing(module) -> bool:
+    """Whether a module in sys.modules is still running its import."""
+    return bool(getattr(getattr(module, "__spec__", None), "_initializing", False))
+
+
+def _apply(module_name: str, attribute: str, wrapper, eager: bool, finished: str | None = None) -> None:
+    """Wrap ``module_name.attribute`` if that module is imported, or importable now (``eager``).
+
+    A module still importing, or not imported while ``eager`` is False, is left for ``on_import`` (the import
+    hook calls it when the module finishes importing, as ``finished``).
+    """
+    module = sys.modules.get(module_name)
+    if module is None and eager:
+        module = importlib.import_module(module_name)
+    if module is None or (_initializing(module) and module_name != finished):
+        return
+    *path, name = attribute.split(".")
+    owner = module
+    for part in path:
         owner = getattr(owner, part, None)
-    if owner is None or not hasattr(owner, path[-1]):
-        if getattr(getattr(module, "__spec__", None), "_initializing", False):
-            return
+    if not hasattr(owner, name):
         raise ImportError(f"ultra-fer-mamba: {module_name}.{attribute} not found in this Ultralytics version")
-    wrap(owner, path[-1], wrapper)
+    wrap(owner, name, wrapper)
 
 
 def register() -> None:
@@ -106,10 +118,18 @@ def register() -> None:
         >>> from ultralytics import YOLO
         >>> model = YOLO("fer-yolo-mamba-n.yaml")
     """
+    _register()
+
+
+def _register(finished: str | None = None) -> None:
+    """``register()``; ``finished`` names a module whose import has just run to its end (from ``on_import``)."""
     check_version()
+    # Inside an Ultralytics import (the hook calls from there), importing more of it could meet a half-imported
+    # module: then only modules already imported are patched, the rest as the hook sees them finish.
+    eager = not any(_initializing(m) for n, m in list(sys.modules.items()) if n.partition(".")[0] == "ultralytics")
     for room in ROOMS:
         for module_name, attribute, wrapper in room.PATCHES:
-            _apply(module_name, attribute, wrapper)
+            _apply(module_name, attribute, wrapper, eager, finished)
     from ultralytics.nn import tasks
 
     for name, block in BLOCKS.items():  # visible to code that looks names up in tasks
@@ -119,14 +139,15 @@ def register() -> None:
 
 
 def on_import(name: str, module) -> None:
-    """Called by ultra_fer_mamba_hook after ``name`` (an Ultralytics module) finishes importing.
+    """Called by ultra_fer_mamba_hook when the Ultralytics module ``name`` has finished importing.
 
-    Registers, and registers again when the package was already imported: wrappers of a module that was still
-    importing the first time are installed now.
+    The first call (``ultralytics.nn.tasks``) imports the package, which registers; later ones install the
+    wrappers of ``name`` if a room lists any.
     """
     import ultra_fer_mamba  # noqa: F401  (registers on its first import)
 
-    register()
+    if name in {m for room in ROOMS for m, _, _ in room.PATCHES}:
+        _register(finished=name)
 
 
 __all__ = ("SUPPORTED", "check_version", "on_import", "register", "resolve_model_yaml", "wrap", "yaml_dir")
