@@ -1,7 +1,9 @@
 """Shared test set-up: no network, a tiny generated detection dataset, the `cuda` marker."""
 
+import logging
 import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 os.environ.setdefault("YOLO_OFFLINE", "1")  # before ultralytics is imported anywhere
@@ -68,3 +70,24 @@ def offline_env(tmp_path) -> dict:
 
 
 PYTHON = sys.executable
+
+
+@contextmanager
+def logged(level: int = logging.WARNING):
+    """Collect what Ultralytics' LOGGER emits at ``level`` and above, as (level, message) pairs.
+
+    LOGGER's own level is lowered for the duration (YOLO_VERBOSE=false in tests hides warnings otherwise).
+    """
+    from ultralytics.utils import LOGGER
+
+    records = []
+    handler = logging.Handler(level)
+    handler.emit = lambda record: records.append((record.levelno, record.getMessage()))
+    old = LOGGER.level
+    LOGGER.addHandler(handler)
+    LOGGER.setLevel(level)
+    try:
+        yield records
+    finally:
+        LOGGER.removeHandler(handler)
+        LOGGER.setLevel(old)

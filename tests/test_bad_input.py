@@ -5,7 +5,6 @@
 - datasets and prediction sources: what stock Ultralytics already reports (verified here, not re-implemented).
 """
 
-import logging
 import os
 import shutil
 import subprocess
@@ -18,14 +17,13 @@ import torch
 import yaml
 from ultralytics import YOLO
 from ultralytics.nn.tasks import DetectionModel
-from ultralytics.utils import LOGGER
 
 import ultra_fer_mamba
 from ultra_fer_mamba.integration import yaml_dir
 from ultra_fer_mamba.integration.checkpoints import VERSION_ATTR, checkpoint_version
 from ultra_fer_mamba.nn import OSSM, FERYOLOVSS1
 
-from conftest import make_tiny_dataset
+from conftest import logged, make_tiny_dataset
 
 YOLO_BIN = shutil.which("yolo")
 DEEP = ("ultra_fer_mamba/ops/", "in forward")  # frames of the scan or of any forward: the model never ran
@@ -142,29 +140,14 @@ def test_checkpoint_with_renamed_parameters(model, tmp_path):
         YOLO(path)
 
 
-class _Records(logging.Handler):
-    def __init__(self):
-        super().__init__(logging.WARNING)
-        self.messages = []
-
-    def emit(self, record):
-        self.messages.append(record.getMessage())
-
-
 @pytest.mark.parametrize("version, warns", [("0.0.9", True), (ultra_fer_mamba.__version__, False), (None, False)])
 def test_loadable_checkpoint_of_another_version_warns(model, tmp_path, version, warns):
     path = _save(model, tmp_path / "other.pt", version=version)
-    handler, level = _Records(), LOGGER.level
-    LOGGER.addHandler(handler)
-    LOGGER.setLevel(logging.WARNING)  # YOLO_VERBOSE=false in tests hides warnings
-    try:
+    with logged() as records:
         loaded = YOLO(path)
-    finally:
-        LOGGER.removeHandler(handler)
-        LOGGER.setLevel(level)
     assert loaded.predict(np.zeros((64, 64, 3), np.uint8), imgsz=64, device="cpu", verbose=False)
     expected = f"other.pt was saved by ultra-fer-mamba 0.0.9; this is {ultra_fer_mamba.__version__}"
-    assert any(expected in m for m in handler.messages) == warns, handler.messages
+    assert any(expected in m for _, m in records) == warns, records
 
 
 def test_new_models_record_the_plugin_version(model, tmp_path):

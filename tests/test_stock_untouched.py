@@ -10,9 +10,9 @@ from copy import deepcopy
 import pytest
 import torch
 import ultralytics.engine.trainer as trainer_module
+from conftest import logged
 from ultralytics.nn import tasks
 from ultralytics.nn.tasks import DetectionModel, yaml_model_load
-from ultralytics.utils import LOGGER
 
 from ultra_fer_mamba.integration import checkpoints, trainer
 
@@ -86,28 +86,13 @@ def test_parse_model_forwards_every_argument(monkeypatch, yaml):
 
 def test_parse_model_lets_warnings_through():
     """parse_model's own warning (no scale given) reaches the user while the layer table is held back."""
-
-    class Records(logging.Handler):
-        def __init__(self):
-            super().__init__(logging.INFO)
-            self.records = []
-
-        def emit(self, record):
-            self.records.append((record.levelno, record.getMessage()))
-
     d = yaml_model_load("fer-yolo-mamba-n.yaml")
     d.pop("scale")
-    handler, level = Records(), LOGGER.level
-    LOGGER.addHandler(handler)
-    LOGGER.setLevel(logging.INFO)
-    try:
+    with logged(logging.INFO) as records:
         tasks.parse_model(deepcopy(d), ch=3, verbose=True)
-    finally:
-        LOGGER.removeHandler(handler)
-        LOGGER.setLevel(level)
-    warnings = [m for lv, m in handler.records if lv == logging.WARNING]
-    assert len(warnings) == 1 and "no model scale passed" in warnings[0], handler.records
-    table = [m for lv, m in handler.records if lv == logging.INFO]
+    warnings = [m for lv, m in records if lv == logging.WARNING]
+    assert len(warnings) == 1 and "no model scale passed" in warnings[0], records
+    table = [m for lv, m in records if lv == logging.INFO]
     assert any("ultra_fer_mamba.nn.vss.FERYOLOVSS1" in m for m in table)
     assert not any(" C2f " in m and m.startswith(" 12") for m in table)  # stand-in rows rewritten
 

@@ -1,11 +1,9 @@
 """The stock trainer on our model: SSM parameters in the optimizer, trained, A_log and D without decay."""
 
-import logging
-
 import torch
+from conftest import logged
 from ultralytics import YOLO
 from ultralytics.nn.tasks import DetectionModel
-from ultralytics.utils import LOGGER
 
 from ultra_fer_mamba.integration.trainer import build_optimizer, no_weight_decay_parameters
 from ultra_fer_mamba.nn import OSSM
@@ -51,15 +49,6 @@ def _groups(*groups):
     return torch.optim.SGD([dict(g) for g in groups], lr=0.01)
 
 
-class _Warnings(logging.Handler):
-    def __init__(self):
-        super().__init__(logging.WARNING)
-        self.messages = []
-
-    def emit(self, record):
-        self.messages.append(record.getMessage())
-
-
 def test_build_optimizer_finds_the_no_decay_group_of_each_layout_and_warns_otherwise():
     """8.4's named groups, 8.3's three unnamed ones (bias, decay, BatchNorm), and an unknown layout: a warning."""
     model = DetectionModel("fer-yolo-mamba-n.yaml", nc=7, verbose=False)
@@ -73,16 +62,10 @@ def test_build_optimizer_finds_the_no_decay_group_of_each_layout_and_warns_other
         "unknown": [dict(params=others + ssm, weight_decay=5e-4), dict(params=[], weight_decay=0.0)],
     }
     for name, groups in layouts.items():
-        handler, level = _Warnings(), LOGGER.level
-        LOGGER.addHandler(handler)
-        LOGGER.setLevel(logging.WARNING)  # YOLO_VERBOSE=false in tests hides warnings
-        try:
+        with logged() as records:
             optimizer = build_optimizer(lambda self, m: _groups(*groups), None, model)
-        finally:
-            LOGGER.removeHandler(handler)
-            LOGGER.setLevel(level)
         decay = {id(p) for g in optimizer.param_groups if g["weight_decay"] for p in g["params"]}
-        warned = handler.messages
+        warned = [message for _, message in records]
         if name == "unknown":
             assert {id(p) for p in ssm} <= decay
             assert len(warned) == 1 and "8 A_log and D tensors train with weight decay" in warned[0], warned
