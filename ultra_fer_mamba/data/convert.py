@@ -252,14 +252,14 @@ def convert(
 
     report = out / "report.txt"
     report.write_text("".join(f"{p}\n" for p in problems), encoding="utf-8")
-    extra = ["data.yaml", "report.txt"]
+    files = {"data.yaml", "report.txt"}
     if format == "sfew":
         (out / f"no_face_{split}.txt").write_text("".join(f"{p}\n" for p in no_face), encoding="utf-8")
-        extra.append(f"no_face_{split}.txt")
+        files.add(f"no_face_{split}.txt")
     data = write_data_yaml(out)
-    stale = outputs.finish({*extra, *(f"{d}/{s}/{name}" for s in splits for label, image in written[s].items()
-                                      for d, name in (("images", image), ("labels", label)))},
-                           scope=tuple(f"{d}/{s}/" for s in splits for d in ("images", "labels")))
+    for s in splits:
+        files.update(f for label, image in written[s].items() for f in (f"images/{s}/{image}", f"labels/{s}/{label}"))
+    removed = outputs.finish(files, scope=tuple(f"{d}/{s}/" for s in splits for d in ("images", "labels")))
     for s in splits:
         foreign = outputs.foreign(f"images/{s}")
         if foreign:
@@ -278,7 +278,7 @@ def convert(
     counts = ", ".join(f"{s} {len(written[s])} images / {n_boxes[s]} boxes" for s in splits)
     LOGGER.info(
         f"convert {format}: {counts}; skipped {len(problems)} (see {report}), no face {len(no_face)}"
-        + (f", removed {stale} stale files" if stale else "")
+        + (f", removed {removed} stale files of an earlier run" if removed else "")
         + f"\nconvert {format}: data YAML {summary['data']}"
     )
     return summary

@@ -130,9 +130,8 @@ def _register(finished: str | None = None) -> None:
     for room in ROOMS:
         for module_name, attribute, wrapper in room.PATCHES:
             _apply(module_name, attribute, wrapper, eager, finished)
-    from ultralytics.nn import tasks
-
-    for name, block in BLOCKS.items():  # visible to code that looks names up in tasks
+    tasks = importlib.import_module("ultralytics.nn.tasks")
+    for name, block in BLOCKS.items():  # our names beside Ultralytics' own, for code that looks them up there
         setattr(tasks, name, block.cls)
     safe = torch.serialization.get_safe_globals()
     torch.serialization.add_safe_globals([c for c in CLASSES if c not in safe])
