@@ -1,9 +1,9 @@
 """The scan of one tile, forward and backward: the loops every numba scan kernel runs.
 
 A tile is up to ``chunk`` consecutive steps of the scan over a block of ``nv`` channels that share each step's B and
-C (channels of one B/C group). Its inputs come in as small step-major buffers (row i = step t0 + i), which the
-kernels gather for the tile (a transposed slice for a plain scan, the positions a cross-scan direction visits for
-the fused op), so one set of loops serves both. The state is (n, nv): the vectorised inner loops run over the
+C (channels of one B/C group). Its inputs come in as step-major buffers: a plain scan's kernel transposes a slice of
+the inputs into them (row i = step t0 + i); the fused op's reads the rows of channels-last buffers at the positions
+a cross-scan direction visits (row order[t0 + i]), so one set of loops serves both. The state is (n, nv): the vectorised inner loops run over the
 channels, the sums over n are vertical adds, and no step needs a horizontal reduction.
 
 Forward: h_t = exp(dt_t A) h_{t-1} + dt_t u_t B_t, y_t = C_t . h_t, with exp(dt A) = pow2(dt A log2 e). Backward of
@@ -36,25 +36,30 @@ def tile_dt(nt, raw, bias, do_softplus, dtb, sgb, cf):
 
 
 @njit(**JIT)
-def fwd_tile(nt, ub, dtb, B, C, a2, h, yt, cf):
-    """nt steps from state h (n, nv), updated in place; y of each step into yt (T, nv).
+def fwd_tile(nt, rows, ub, dtb, B, C, a2, h, yo, cf):
+    """nt steps from state h (n, nv), updated in place, adding the y of step i into row rows[i] of yo (., nv).
 
-    ub, dtb (T, nv): u and the step sizes (after bias and softplus); B, C (T, n); a2 (n, nv) = A log2(e).
+    ub (., nv), B, C (., n): u and the projections, read at row rows[i] for step i; dtb (T, nv): the step sizes
+    (after bias and softplus) of the tile's steps; a2 (n, nv) = A log2(e).
     """
     nn, nv = a2.shape
     F = ub.dtype.type
     x = np.empty(nv, ub.dtype)
+    acc = np.empty(nv, ub.dtype)
     for i in range(nt):
+        p = rows[i]
         for c in range(nv):
-            x[c] = dtb[i, c] * ub[i, c]
-            yt[i, c] = F(0.0)
+            x[c] = dtb[i, c] * ub[p, c]
+            acc[c] = F(0.0)
         for n in range(nn):
-            bn = B[i, n]
-            cn = C[i, n]
+            bn = B[p, n]
+            cn = C[p, n]
             for c in range(nv):
                 hv = pow2(dtb[i, c] * a2[n, c], cf) * h[n, c] + x[c] * bn
                 h[n, c] = hv
-                yt[i, c] += hv * cn
+                acc[c] += hv * cn
+        for c in range(nv):
+            yo[p, c] += acc[c]
 
 
 @njit(**JIT)

@@ -67,6 +67,7 @@ def scan_fwd(u, delta, A, B, C, D, z, bias, do_softplus, nv, chunk, y, hlast, hc
         raw = np.empty((chunk, w), u.dtype)
         dtb = np.empty((chunk, w), u.dtype)
         yt = np.empty((chunk, w), u.dtype)
+        rows = np.arange(chunk)
         for ci in range((nl + chunk - 1) // chunk):
             t0 = ci * chunk
             nt = min(chunk, nl - t0)
@@ -77,7 +78,8 @@ def scan_fwd(u, delta, A, B, C, D, z, bias, do_softplus, nv, chunk, y, hlast, hc
             _load_T(u[bi], c0, t0, nt, ub)
             _load_T(delta[bi], c0, t0, nt, raw)
             tile_dt(nt, raw, bias[c0:c0 + w], do_softplus, dtb, nosig, cf)
-            fwd_tile(nt, ub, dtb, B[bi, gi, t0:t0 + nt], C[bi, gi, t0:t0 + nt], a2, h, yt, cf)
+            yt[:] = 0.0
+            fwd_tile(nt, rows, ub, dtb, B[bi, gi, t0:t0 + nt], C[bi, gi, t0:t0 + nt], a2, h, yt, cf)
             for i in range(nt):  # (step-major, like _load_T)
                 for c in range(w):
                     v = yt[i, c] + D[c0 + c] * ub[i, c]
@@ -178,14 +180,15 @@ def scan_bwd(u, delta, A, B, C, D, z, bias, do_softplus, nv, chunk, hck, ypre, d
 
 @njit(**JIT)
 def _gather(u, delta, dts, wt, B, C, order, t0, nt, c0, ub, raw, Bt, Ct):
-    """A fused tile: rows i < nt of ub, raw (T, nv) and Bt, Ct (T, n) at the positions order[t0 + i] visits.
-
-    The step sizes before bias are delta's, or, when wt (r, nv) is not empty, the low-rank dts @ wt."""
-    nv, nr = ub.shape[1], wt.shape[0]
+    """A fused tile: rows i < nt of ub, raw (T, nv) and Bt, Ct (T, n) at the positions order[t0 + i] visits (ub, Bt,
+    Ct only when they have rows). The step sizes before bias are delta's, or, when wt (r, nv) is not empty, the
+    low-rank dts @ wt."""
+    nv, nr = raw.shape[1], wt.shape[0]
     for i in range(nt):
         p = order[t0 + i]
-        for c in range(nv):
-            ub[i, c] = u[p, c0 + c]
+        if ub.shape[0]:
+            for c in range(nv):
+                ub[i, c] = u[p, c0 + c]
         if nr:
             for c in range(nv):
                 raw[i, c] = 0.0
@@ -196,7 +199,7 @@ def _gather(u, delta, dts, wt, B, C, order, t0, nt, c0, ub, raw, Bt, Ct):
         else:
             for c in range(nv):
                 raw[i, c] = delta[p, c0 + c]
-        for n in range(Bt.shape[1]):
+        for n in range(Bt.shape[1] if Bt.shape[0] else 0):
             Bt[i, n] = B[p, n]
             Ct[i, n] = C[p, n]
 
@@ -208,7 +211,8 @@ def xscan_fwd(u, delta, dts, wdt, A, B, C, bias, dskip, order, do_softplus, chun
     u (b, l, e); step sizes before bias/softplus: delta (k, b, l, e), or, when wdt (k, r, e) is not empty,
     dts (b, l, k, r) @ wdt (then delta may be empty, (k, b, 0, 0)); A (k, n, e); B, C (b, k, l, n) spatial
     order; bias (k, e); dskip (e,) (the D skip summed over directions; zeros when the caller adds it);
-    order (k, l) int64; hck (b, k, c, n, e) (c = 0: nothing saved).
+    order (k, l) int64; hck (b, k, c, n, e) (c = 0: nothing saved). A task copies its block of u once and sums the
+    directions in a block of its own, both (l, nv) and read by position.
     """
     nb, nl, ne = u.shape
     nk, nn, nr = A.shape[0], A.shape[1], wdt.shape[1]
@@ -220,18 +224,16 @@ def xscan_fwd(u, delta, dts, wdt, A, B, C, bias, dskip, order, do_softplus, chun
         bi = job // nblk
         c0 = (job - bi * nblk) * nv
         w = min(nv, ne - c0)
+        ub = np.empty((nl, w), u.dtype)
+        yo = np.zeros((nl, w), u.dtype)
         for p in range(nl):
             for c in range(w):
-                y[bi, p, c0 + c] = u[bi, p, c0 + c] * dskip[c0 + c]
+                ub[p, c] = u[bi, p, c0 + c]
         a2 = np.empty((nn, w), u.dtype)
         wt = np.empty((nr, w), u.dtype)
         h = np.empty((nn, w), u.dtype)
-        ub = np.empty((chunk, w), u.dtype)
         raw = np.empty((chunk, w), u.dtype)
         dtb = np.empty((chunk, w), u.dtype)
-        yt = np.empty((chunk, w), u.dtype)
-        Bt = np.empty((chunk, nn), u.dtype)
-        Ct = np.empty((chunk, nn), u.dtype)
         for k in range(nk):
             _a_block(A[k], c0, w, False, u.dtype.type(LOG2E), a2)
             _a_block(wdt[k], c0, w, False, u.dtype.type(1.0), wt)
@@ -243,14 +245,13 @@ def xscan_fwd(u, delta, dts, wdt, A, B, C, bias, dskip, order, do_softplus, chun
                     for n in range(nn):
                         for c in range(w):
                             hck[bi, k, ci, n, c0 + c] = h[n, c]
-                _gather(u[bi], delta[k, bi], dts[bi, :, k, :], wt, B[bi, k], C[bi, k], order[k], t0, nt, c0, ub, raw,
-                        Bt, Ct)
+                _gather(u[bi], delta[k, bi], dts[bi, :, k, :], wt, B[bi, k], C[bi, k], order[k], t0, nt, c0, nosig,
+                        raw, nosig, nosig)
                 tile_dt(nt, raw, bias[k, c0:c0 + w], do_softplus, dtb, nosig, cf)
-                fwd_tile(nt, ub, dtb, Bt, Ct, a2, h, yt, cf)
-                for i in range(nt):
-                    p = order[k, t0 + i]
-                    for c in range(w):
-                        y[bi, p, c0 + c] += yt[i, c]
+                fwd_tile(nt, order[k, t0:t0 + nt], ub, dtb, B[bi, k], C[bi, k], a2, h, yo, cf)
+        for p in range(nl):
+            for c in range(w):
+                y[bi, p, c0 + c] = yo[p, c] + ub[p, c] * dskip[c0 + c]
 
 
 @njit(parallel=True, **JIT)
