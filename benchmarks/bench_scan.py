@@ -129,8 +129,10 @@ def markdown(rows: list[dict], impls: list[str], threads: int) -> str:
     head = ["batch x d (d_inner x 8) x L"] + [f"{i} {m} ms" for m in ("fwd", "f+b") for i in impls]
     if "loop" in impls:
         head += [f"loop / {i} {m}" for i in others for m in ("fwd", "f+b")]
+    load = os.getloadavg()[0]
+    busy = " (a busy machine: the loop, thousands of small parallel ops, suffers most)" if load > threads - 0.5 else ""
     lines = [f"`python benchmarks/bench_scan.py` on {machine(threads)}; N = 16, B/C one group per direction, softplus "
-             "+ bias, D skip, float32; medians of interleaved rounds.", "",
+             f"+ bias, D skip, float32; medians of interleaved rounds; load average {load:.1f}{busy}.", "",
              "| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
     for r in rows:
         t = r["times"]

@@ -119,4 +119,4 @@ def lowrank_delta(dts: torch.Tensor, dt_weight: torch.Tensor) -> torch.Tensor:
         torch.Size([8, 2, 12, 6])
     """
     b, l, k, r = dts.shape
-    return torch.bmm(dts.reshape(b * l, k, r).transpose(0, 1), dt_weight.transpose(1, 2)).view(k, b, l, -1)  # (k, b, l, e)
+    return torch.bmm(dts.reshape(b * l, k, r).transpose(0, 1), dt_weight.transpose(1, 2)).view(k, b, l, -1)

@@ -41,7 +41,7 @@ def _threads() -> int:
 
 
 def _lanes(tasks_per_block_width, width: int, lanes: int, threads: int) -> int:
-    """The lane count: ``lanes``, at most ``width``, halved (down to 8) while there would be fewer tasks than threads."""
+    """The lane count: ``lanes``, at most ``width``, halved (down to 8) while there are fewer tasks than threads."""
     lanes = max(1, min(lanes, width))
     while lanes > 8 and tasks_per_block_width(lanes) < threads:
         lanes //= 2
@@ -91,7 +91,7 @@ class _Scan:
         b, d, l, n, g = self.b, self.d, self.l, self.n, self.g
         nparts = max(1, min(-(-(d // g) // 8), -(-2 * threads // (b * g))))  # enough (batch, group, part) tasks
         du, ddelta, dz = self.empty(b, d, l), self.empty(b, d, l), torch.empty_like(self.z)
-        dA, dD, dbias = torch.zeros(b, n, d, dtype=self.ct), self.empty(b, d), torch.zeros(b, d, dtype=self.ct)
+        dA, dD, dbias = self.empty(b, n, d), self.empty(b, d), self.empty(b, d)
         dB, dC = (torch.zeros(b, g, nparts, l, n, dtype=self.ct) for _ in range(2))
         dhl = dhlast.to(self.ct).contiguous() if dhlast is not None else self.empty(0, 0, 0)
         K.scan_bwd(*map(_np, self.tensors()), softplus, BWD_LANES, CHUNK, _np(hck), _np(ypre),

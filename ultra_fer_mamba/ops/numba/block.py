@@ -3,8 +3,9 @@
 A tile is up to ``chunk`` consecutive steps of the scan over a block of ``nv`` channels that share each step's B and
 C (channels of one B/C group). Its inputs come in as step-major buffers: a plain scan's kernel transposes a slice of
 the inputs into them (row i = step t0 + i); the fused op's reads the rows of channels-last buffers at the positions
-a cross-scan direction visits (row order[t0 + i]), so one set of loops serves both. The state is (n, nv): the vectorised inner loops run over the
-channels, the sums over n are vertical adds, and no step needs a horizontal reduction.
+a cross-scan direction visits (row order[t0 + i]), so one set of loops serves both. The state is (n, nv): the
+vectorised inner loops run over the channels, the sums over n are vertical adds, and no step needs a horizontal
+reduction.
 
 Forward: h_t = exp(dt_t A) h_{t-1} + dt_t u_t B_t, y_t = C_t . h_t, with exp(dt A) = pow2(dt A log2 e). Backward of
 a tile: recompute its states from the state before it (the forward's checkpoint), then run the adjoint recurrence

@@ -133,8 +133,8 @@ def scan_bwd(u, delta, A, B, C, D, z, bias, do_softplus, nv, chunk, hck, ypre, d
         r1 = min((gi + 1) * dpg, gi * dpg + (part + 1) * per_part)
         for c0 in range(gi * dpg + part * per_part, r1, nv):
             w = min(nv, r1 - c0)
-            ub, raw, dtb, sgb, dyb, dub, ddb, xb, zt, ea, he, _, _, dBt, dCt, a, a2, h, g, dacc, bias_acc = _bwd_buffers(
-                A, c0, w, True, chunk)
+            buffers = _bwd_buffers(A, c0, w, True, chunk)
+            ub, raw, dtb, sgb, dyb, dub, ddb, xb, zt, ea, he, _, _, dBt, dCt, a, a2, h, g, dacc, bias_acc = buffers
             if has_dh:
                 for n in range(nn):
                     for c in range(w):
@@ -272,8 +272,8 @@ def xscan_bwd(u, delta, A, B, C, bias, order, do_softplus, chunk, nv, hck, dy, d
         nck = (nl + chunk - 1) // chunk
         for c0 in range(0, ne, nv):
             w = min(nv, ne - c0)
-            ub, raw, dtb, sgb, dyb, dub, ddb, xb, _, ea, he, Bt, Ct, dBt, dCt, a, a2, h, g, dacc, bias_acc = _bwd_buffers(
-                A[k], c0, w, False, chunk)
+            buffers = _bwd_buffers(A[k], c0, w, False, chunk)
+            ub, raw, dtb, sgb, dyb, dub, ddb, xb, _, ea, he, Bt, Ct, dBt, dCt, a, a2, h, g, dacc, bias_acc = buffers
             for cc in range(nck):
                 ci = nck - 1 - cc  # tiles from the last one
                 t0 = ci * chunk
