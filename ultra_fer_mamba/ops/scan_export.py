@@ -64,7 +64,7 @@ class _ScanLoopOnnx(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, dt, u, A, B, C):
-        from .scan_torch import scan_core_values
+        from .torch_ops import scan_core_values
 
         return scan_core_values(dt, u, A, B, C)
 
