@@ -25,6 +25,10 @@ def _needs_grad(*tensors) -> bool:
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
+PROFILE_LABEL = "fer_mamba::triton"  # what a profiler shows around each op: which backend really ran
+
+
+@torch.profiler.record_function(f"{PROFILE_LABEL}_selective_scan")
 def selective_scan_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
                           return_last_state=False):
     """Selective scan with mamba_ssm's ``selective_scan_fn`` semantics, by the Triton kernels.
@@ -79,6 +83,7 @@ def selective_scan_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None, de
     return (y, hlast.permute(1, 0, 2, 3).reshape(b, d, n)) if return_last_state else y
 
 
+@torch.profiler.record_function(f"{PROFILE_LABEL}_cross_selective_scan")
 def cross_selective_scan_triton(u, delta, A, B, C, D, delta_bias, h, w, delta_softplus=True, dt_weight=None):
     """Selective scans of u along every cross-scan direction, summed back in spatial order, by the Triton kernels.
 
