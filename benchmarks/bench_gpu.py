@@ -5,8 +5,9 @@ set_scan_backend``, as FER_MAMBA_SCAN_BACKEND would): inference latency under AM
 and 32, imgsz 320 and 640; the time of one training step (forward, loss, backward, SGD step with a
 GradScaler) at batch 16, imgsz 320 under AMP; peak GPU memory of each. Then the scan of fer-yolo-mamba-s'
 P3 layer alone (batch 16, 40 x 40, e 256, 8 directions, n 16, dt rank 8, fp16 inputs as AMP hands them
-over), forward and forward+backward: the fused Triton op against the composition cross_merge(scan(cross_scan))
-with mamba_ssm's kernel and with torch ops. The "ran" column is what a profiler saw run, not what was asked:
+over), forward and forward+backward: the fused Triton op (also without its software pipelining, the tunable
+ops/triton/config.py NUM_STAGES at 1) against the composition cross_merge(scan(cross_scan)) with mamba_ssm's
+kernel and with torch ops. The "ran" column is what a profiler saw run, not what was asked:
 triton (the Triton ops' profiler label), mamba_ssm (its CUDA kernel), else torch (numba/torch on the CPU).
 
 Usage:
@@ -164,10 +165,19 @@ def scan_inputs(b, h, w, e, k, n, device, dtype):
 
 def scan_rows(cfg: dict, device: torch.device, amp: bool) -> list[dict]:
     """The P3 scan alone: forward (no grad) and forward+backward, Triton fused vs the compositions."""
-    from ultra_fer_mamba.ops.triton import available, cross_selective_scan_triton
+    from ultra_fer_mamba.ops.triton import available, config, cross_selective_scan_triton
 
     args, wdt = scan_inputs(**cfg["scan"], device=device, dtype=torch.float16 if amp else torch.float32)
-    paths = {"triton fused": lambda: cross_selective_scan_triton(*args, dt_weight=wdt)}
+
+    def unpipelined():  # the tunable config.NUM_STAGES at 1: how much the software pipelining gives
+        stages, config.NUM_STAGES = config.NUM_STAGES, 1
+        try:
+            return cross_selective_scan_triton(*args, dt_weight=wdt)
+        finally:
+            config.NUM_STAGES = stages
+
+    paths = {"triton fused": lambda: cross_selective_scan_triton(*args, dt_weight=wdt),
+             "triton fused, NUM_STAGES=1": unpipelined}
     for backend in ("cuda", "torch"):
         paths[f"composition, {backend}"] = lambda backend=backend: cross_selective_scan(*args, backend=backend,
                                                                                        dt_weight=wdt)
@@ -224,7 +234,7 @@ def markdown(cfg: dict, mrows: list[dict], srows: list[dict], device: torch.devi
     s = cfg["scan"]
     lines += ["", f"P3 scan alone: batch {s['b']}, {s['h']}x{s['w']}, e {s['e']}, k {s['k']}, n {s['n']}.", "",
               "| path | ran | fwd (ms) | fwd+bwd (ms) | fwd+bwd peak (MB) | fwd+bwd / triton |", "|---|---|---|---|---|---|"]
-    tri = next((r for r in srows if r["path"].startswith("triton") and "error" not in r), None)
+    tri = next((r for r in srows if r["path"] == "triton fused" and "error" not in r), None)
     for r in srows:
         if "error" not in r:
             ratio = f"{r['fwd_bwd']['ms'] / tri['fwd_bwd']['ms']:.2f}x" if tri else "-"

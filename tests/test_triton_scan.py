@@ -59,7 +59,8 @@ PLAIN = [
 
 
 @pytest.mark.parametrize("b, d, g, l, n, has_d, has_z, has_bias, softplus, last", PLAIN)
-def test_selective_scan_matches_ref(small_chunk, b, d, g, l, n, has_d, has_z, has_bias, softplus, last):
+def test_selective_scan_matches_ref(small_chunk, monkeypatch, b, d, g, l, n, has_d, has_z, has_bias, softplus, last):
+    monkeypatch.setattr(config, "BLOCK_D", 2)  # channel blocks: e = d / g = 4, 1 and 3 take 2, 1 and 2 (one partial)
     torch.manual_seed(0)
     u, delta = leaf(b, d, l), leaf(b, d, l, scale=0.5)
     A = leaf(d, n, scale=0.3, shift=-1.0)
@@ -125,18 +126,20 @@ def fused_inputs(b, h, w, k, e, n, r, dtype=torch.float32, device=DEVICE):
     return args, dt_weight, leaves
 
 
-# h, w, directions, dt rank (0: full step sizes), directions per program (None: the heuristic)
+# h, w, directions, dt rank (0: full step sizes), directions per program (None: the heuristic), channels per
+# program (None: as configured; 2 splits the 3 channels into a full and a partial block)
 FUSED = [
-    (1, 6, 4, 0, None),  # 1 x W
-    (1, 5, 8, 2, None),
-    (5, 7, 8, 2, None),
-    (5, 7, 4, 0, 2),  # two directions summed in one program's slice
+    (1, 6, 4, 0, None, 2),  # 1 x W
+    (1, 5, 8, 2, None, 2),
+    (5, 7, 8, 2, None, None),
+    (5, 7, 4, 0, 2, None),  # two directions summed in one program's slice
 ]
 
 
-@pytest.mark.parametrize("h, w, k, r, kp", FUSED)
-def test_cross_selective_scan_matches_composition(small_chunk, monkeypatch, h, w, k, r, kp):
+@pytest.mark.parametrize("h, w, k, r, kp, block", FUSED)
+def test_cross_selective_scan_matches_composition(small_chunk, monkeypatch, h, w, k, r, kp, block):
     monkeypatch.setattr(config, "DIRECTIONS_PER_PROGRAM", kp)
+    monkeypatch.setattr(config, "BLOCK_D", block or config.BLOCK_D)
     torch.manual_seed(2)
     args, dt_weight, leaves = fused_inputs(1, h, w, k, 3, 4, r)
     y = cross_selective_scan_triton(*args, dt_weight=dt_weight)
@@ -169,6 +172,18 @@ def test_compiled_cross_selective_scan(dtype):
     rel = 1e-4 if dtype == torch.float32 else 3e-2  # half: y, dy and the gradients are rounded to 8 or 11 bits
     assert_rel(y.float(), ref, rel, "values")
     check_grads(y, ref, leaves, ["u", "x_dbl", "A", "D", "delta_bias", "dt_weight"], rel=max(rel, 1e-3))
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("stages", [1, 2])
+def test_compiled_pipelining_depths(monkeypatch, stages):
+    """Other software-pipelining depths of the step loops than the configured one give the same results."""
+    monkeypatch.setattr(config, "NUM_STAGES", stages)
+    torch.manual_seed(7)
+    args, dt_weight, leaves = fused_inputs(2, 9, 11, 8, 40, 16, 3)
+    y, ref = cross_selective_scan_triton(*args, dt_weight=dt_weight), composed(*args, dt_weight=dt_weight)
+    assert_rel(y, ref, 1e-4, "values")
+    check_grads(y, ref, leaves, ["u", "x_dbl", "A", "D", "delta_bias", "dt_weight"])
 
 
 @pytest.mark.cuda

@@ -10,6 +10,7 @@ import torch
 CHUNK = 32  # steps between saved states; the backward recomputes blocks this long (numba's fused CHUNK)
 BLOCK_D = 32  # channels per program (the tile is BLOCK_D x n, float32, in registers)
 NUM_WARPS = 2  # warps per program: a 32 x 16 tile is 8 values a thread
+NUM_STAGES = 3  # software-pipelining depth of the step loops (1: none); loads run up to 2 steps ahead
 PROGRAMS_PER_SM = 4  # the forward runs several directions per program only while this many programs remain
 DIRECTIONS_PER_PROGRAM: int | None = None  # force the forward's directions per program (None: the heuristic)
 

@@ -20,7 +20,8 @@ step t (ORDERED; else t). Both mirror the numba kernels of cross_scan_kernels.py
   (blocks, b, l, k, n): partial sums that the caller reduces in torch (no atomics: deterministic).
 
 L and the batch size are run-time values (``do_not_specialize``): one compilation serves every feature-map
-size. exp(dt A) is exp2(dt A log2 e). Shape letters: b batch, k directions, l positions, e channels,
+size. The step loops are software-pipelined (``tl.range``'s num_stages = STAGES): the loads of the next steps,
+which do not depend on the state, are issued while this step computes. exp(dt A) is exp2(dt A log2 e). Shape letters: b batch, k directions, l positions, e channels,
 n state size, r dt rank, c checkpoints = ceil(l / CHUNK).
 """
 
@@ -31,7 +32,7 @@ import triton.language as tl
 
 INTERPRETED = bool(triton.knobs.runtime.interpret)  # how the kernels below were decorated (TRITON_INTERPRET=1)
 
-LOG2E = 1.4426950408889634
+LOG2E = tl.constexpr(1.4426950408889634)  # a global a kernel reads must be a constexpr
 
 
 @triton.jit
@@ -70,7 +71,7 @@ def scan_fwd(u, delta, dts, wdt, A, B, C, bias, order, y, hck, hlast, L, NB, s_b
              K: tl.constexpr, E: tl.constexpr, N: tl.constexpr, R: tl.constexpr, KP: tl.constexpr,
              CHUNK: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_R: tl.constexpr,
              U_PER_DIR: tl.constexpr, ORDERED: tl.constexpr, LOWRANK: tl.constexpr, SOFTPLUS: tl.constexpr,
-             SAVE: tl.constexpr, LAST: tl.constexpr):
+             SAVE: tl.constexpr, LAST: tl.constexpr, STAGES: tl.constexpr):
     """Forward over KP directions of one (channel block, batch); see the module docstring."""
     blk, bi, kp = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     d = blk * BLOCK_D + tl.arange(0, BLOCK_D)
@@ -100,7 +101,7 @@ def scan_fwd(u, delta, dts, wdt, A, B, C, bias, order, y, hck, hlast, L, NB, s_b
         for c in range(nck):
             if SAVE:
                 tl.store(hck + ((kk * NB + bi).to(tl.int64) * nck + c) * (E * N) + dn, h, mask=m2)
-            for t in range(c * CHUNK, tl.minimum(c * CHUNK + CHUNK, L)):
+            for t in tl.range(c * CHUNK, tl.minimum(c * CHUNK + CHUNK, L), num_stages=STAGES):
                 p = _position(order, kk, t, L, ORDERED)
                 row_b = (bl + p) * s_bl + kk * s_bk
                 if LOWRANK:
@@ -128,7 +129,7 @@ def scan_fwd(u, delta, dts, wdt, A, B, C, bias, order, y, hck, hlast, L, NB, s_b
 def scan_bwd(u, delta, A, B, C, bias, order, hck, dy, dhlast, work, du, ddelta, dA, dB, dC, L, NB, s_bl, s_bk,
              K: tl.constexpr, E: tl.constexpr, N: tl.constexpr, CHUNK: tl.constexpr, BLOCK_D: tl.constexpr,
              BLOCK_N: tl.constexpr, U_PER_DIR: tl.constexpr, ORDERED: tl.constexpr, SOFTPLUS: tl.constexpr,
-             LAST: tl.constexpr):
+             LAST: tl.constexpr, STAGES: tl.constexpr):
     """Backward of one (channel block, batch, direction) of scan_fwd; see the module docstring. dy has u's
     layout; dhlast (k, b, e, n) is the gradient at the final state when LAST."""
     blk, bi, kk = tl.program_id(0), tl.program_id(1), tl.program_id(2)
@@ -162,14 +163,14 @@ def scan_bwd(u, delta, A, B, C, bias, order, hck, dy, dhlast, work, du, ddelta, 
         t0 = c * CHUNK
         nt = tl.minimum(CHUNK, L - t0)
         h = tl.load(hck + ((kk * NB + bi).to(tl.int64) * nck + c) * (E * N) + dn, mask=m2, other=0.0)
-        for i in range(nt):  # recompute the block, keeping the state before each step
+        for i in tl.range(nt, num_stages=STAGES):  # recompute the block, keeping the state before each step
             tl.store(work_p + i * (BLOCK_D * BLOCK_N) + local, h)
             p = _position(order, kk, t0 + i, L, ORDERED)
             uv, dt, _, bv = _step_inputs(u, delta, B, bias_v, ub + p, kb + p, (bl + p) * s_bl + kk * s_bk, d, dm,
                                          n, nm, E, SOFTPLUS)
             h = tl.exp2(dt[:, None] * a2) * h + (dt * uv)[:, None] * bv[None, :]
         tl.debug_barrier()
-        for jj in range(nt):  # adjoint recurrence, backwards
+        for jj in tl.range(nt, num_stages=STAGES):  # adjoint recurrence, backwards
             i = nt - 1 - jj
             p = _position(order, kk, t0 + i, L, ORDERED)
             row_b = (bl + p) * s_bl + kk * s_bk

@@ -70,7 +70,7 @@ def forward(u, delta, A, B, C, bias, order, per_dir: bool, softplus: bool, save:
         s_rl, s_rk, K=k, E=e, N=n, R=wdt.shape[-1] if lowrank else 1, KP=kp,
         CHUNK=config.CHUNK, BLOCK_D=bd, BLOCK_N=bn, BLOCK_R=triton.next_power_of_2(wdt.shape[-1]) if lowrank else 1,
         U_PER_DIR=per_dir, ORDERED=order is not None, LOWRANK=lowrank, SOFTPLUS=softplus, SAVE=save, LAST=last,
-        num_warps=config.NUM_WARPS)
+        STAGES=config.NUM_STAGES, num_warps=config.NUM_WARPS)
     y = y if per_dir else (y[0] if kp == k else y.sum(0))
     return y, hck if save else None, hlast if last else None
 
@@ -89,7 +89,8 @@ def backward(u, delta, A, B, C, bias, order, hck, dy, dhlast, per_dir: bool, sof
         u, delta, A, B, C, bias, order if order is not None else u, hck, dy.contiguous(),
         dhlast.contiguous() if dhlast is not None else hck, work, du, ddelta, dA, dB, dC, l, b, s_bl, s_bk,
         K=k, E=e, N=n, CHUNK=config.CHUNK, BLOCK_D=bd, BLOCK_N=bn, U_PER_DIR=per_dir,
-        ORDERED=order is not None, SOFTPLUS=softplus, LAST=dhlast is not None, num_warps=config.NUM_WARPS)
+        ORDERED=order is not None, SOFTPLUS=softplus, LAST=dhlast is not None, STAGES=config.NUM_STAGES,
+        num_warps=config.NUM_WARPS)
     return (du if per_dir else du.sum(0)), ddelta, dA.sum(1), dB.sum(0), dC.sum(0), ddelta.sum((1, 2))
 
 
