@@ -95,6 +95,18 @@ def test_selective_scan_default_chunk():
     check_grads(out, ref, (u, delta, A, B, C), "u delta A B C".split())
 
 
+def test_selective_scan_strided_inputs():
+    """Transposed views (u, delta channels-last underneath, A (n, d) transposed, a strided bias) read right."""
+    torch.manual_seed(8)
+    u, delta = leaf(2, 5, 4).transpose(1, 2), leaf(2, 5, 4, scale=0.5).transpose(1, 2)  # (b, d, l) views
+    A, bias = leaf(3, 4, scale=0.3, shift=-1.0).t(), leaf(8)[::2]
+    B, C = leaf(2, 1, 3, 5), leaf(2, 1, 3, 5)
+    out = selective_scan_triton(u, delta, A, B, C, delta_bias=bias, delta_softplus=True)
+    ref = selective_scan_ref(u, delta, A, B, C, delta_bias=bias, delta_softplus=True)
+    assert_rel(out, ref, 1e-4)
+    check_grads(out, ref, (u, delta, A, B, C, bias), "u delta A B C delta_bias".split())
+
+
 def composed(u, delta, A, B, C, D, delta_bias, h, w, dt_weight=None):
     """cross_merge(selective_scan_ref(cross_scan(...))) + D's skip: the fused op by its definition."""
     b, l, e = u.shape

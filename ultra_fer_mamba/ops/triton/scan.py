@@ -21,11 +21,11 @@ from ..cross_scan import _indices
 from .launch import ScanFn, forward
 
 
+PROFILE_LABEL = "fer_mamba::triton"  # what a profiler shows around each op: which backend really ran
+
+
 def _needs_grad(*tensors) -> bool:
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
-
-
-PROFILE_LABEL = "fer_mamba::triton"  # what a profiler shows around each op: which backend really ran
 
 
 @torch.profiler.record_function(f"{PROFILE_LABEL}_selective_scan")
@@ -65,10 +65,10 @@ def selective_scan_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None, de
     g = gB * gC // math.gcd(gB, gC)  # B and C with different groups: both expanded to g
     e = d // g
     with torch.autocast(u.device.type, enabled=False):
-        per_group = lambda t: t.view(b, g, e, l).permute(1, 0, 3, 2).contiguous()  # noqa: E731 (b,d,l)->(g,b,l,e)
+        per_group = lambda t: t.reshape(b, g, e, l).permute(1, 0, 3, 2).contiguous()  # noqa: E731 (b,d,l)->(g,b,l,e)
         by_step = lambda t, gt: t.repeat_interleave(g // gt, 1).permute(0, 3, 1, 2).contiguous()  # noqa: E731 (b,l,g,n)
-        bias = delta_bias.view(g, e) if delta_bias is not None else u.new_zeros(g, e, dtype=torch.float32)
-        args = (per_group(u), per_group(delta), A.reshape(g, e, n), by_step(B4, gB), by_step(C4, gC), bias, None,
+        bias = delta_bias.reshape(g, e).contiguous() if delta_bias is not None else u.new_zeros(g, e, dtype=torch.float32)
+        args = (per_group(u), per_group(delta), A.reshape(g, e, n).contiguous(), by_step(B4, gB), by_step(C4, gC), bias, None,
                 True, bool(delta_softplus), bool(return_last_state))
         if _needs_grad(u, delta, A, B, C, delta_bias):
             y, hlast = ScanFn.apply(*args)
