@@ -39,6 +39,7 @@ import torch.nn as nn
 
 from .. import __version__
 from ..nn import ABMLP, OSSM, FERYOLOVSS1, FERYOLOVSS2
+from .export import register_export_check
 
 MODULES = {m.__name__: m for m in (ABMLP, OSSM, FERYOLOVSS1, FERYOLOVSS2)}
 CHANNEL_CHANGING = {"FERYOLOVSS1"}  # built through a C2f stand-in; the rest keep their input channels
@@ -476,6 +477,7 @@ def register():
         _patch_tasks()
         torch.serialization.add_safe_globals(list(MODULES.values()))
         ensure_font()
+        register_export_check()
     if not _state["trainer"]:
         trainer = sys.modules.get("ultralytics.engine.trainer")
         if trainer is None or hasattr(trainer, "BaseTrainer"):

@@ -6,9 +6,10 @@
 
 where direction k reads the h*w positions in cross_scan's order k. It equals
 ``cross_merge(selective_scan(cross_scan(...)))`` (the composition, kept as the reference and used on
-every other device, backend and under ONNX export), but on the CPU with numba it runs the fused kernels
+every other device and backend), but on the CPU with numba it runs the fused kernels
 of cross_scan_kernels.py: no permuted copies, no (b, k, e, l) tensors, and a scan whose vectorised loop
-runs over channels. All inputs come in spatial order, as the per-position projections produce them.
+runs over channels. While tracing or exporting, scan_export.py's time-major formulation runs instead. All
+inputs come in spatial order, as the per-position projections produce them.
 
 Shape letters: b batch, l = h*w positions (row-major), k directions, e channels (d_inner), n state size,
 r dt rank.
@@ -22,6 +23,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from .cross_scan import _indices, cross_merge, cross_scan
+from .scan_export import cross_selective_scan_export
 from .scan_torch import _exporting, _kernels, _set_threads, numba_enabled
 from .selective_scan import resolve_backend, selective_scan
 
@@ -166,6 +168,8 @@ def cross_selective_scan(
         raise ValueError(f"cross_selective_scan: shapes u {tuple(u.shape)}, delta {tuple(delta.shape)}, A "
                          f"{tuple(A.shape)}, B {tuple(B.shape)}, C {tuple(C.shape)}, dt_weight "
                          f"{None if dt_weight is None else tuple(dt_weight.shape)} do not fit h={h}, w={w}")
+    if _exporting():  # the time-major formulation of scan_export.py, one call
+        return cross_selective_scan_export(u, delta, A, B, C, D, delta_bias, h, w, delta_softplus, dt_weight)
     if not fused_available(u, backend):
         delta = delta if dt_weight is None else _lowrank_delta(delta, dt_weight)
         return _composed(u, delta, A, B, C, D, delta_bias, h, w, delta_softplus, backend)
