@@ -44,7 +44,7 @@ def _steps(dts: torch.Tensor, xs: torch.Tensor, Bs: torch.Tensor, Cs: torch.Tens
     ys: List[torch.Tensor] = []  # noqa: UP006 (typing.List: TorchScript in older torch)
     for t in range(dts.shape[0]):
         h = torch.exp(dts[t] * At) * h + Bs[t] * xs[t]
-        ys.append(torch.matmul(Cs[t], h))  # (g, b, 1, p)
+        ys.append((Cs[t] * h).sum(2, keepdim=True))  # (g, b, 1, p); no matmul: see the module docstring
     return torch.stack(ys, 0), h
 
 
@@ -70,14 +70,16 @@ class _StepsOnnx(torch.autograd.Function):
         h0 = g.op("Expand", g.op("Constant", value_t=torch.zeros(1, dtype=torch.float32)),
                   g.op("Concat", dim(At, 0), dim(dts, 2), dim(At, 2), dim(At, 3), axis_i=0))  # (g, b, n, p)
         length = g.op("Gather", g.op("Shape", dts), _i64(g, 0), axis_i=0)  # scalar: the trip count
+        C_rows = g.op("Transpose", Cs, perm_i=[0, 1, 2, 4, 3])  # (l, g, b, 1, n): y_t = C_t @ h, a MatMul
         h_last, ys = g.op("Loop", length, g.op("Constant", value_t=torch.tensor(True)), h0, outputs=2)
         block = h_last.node().addBlock()
         bg = dataclasses.replace(g, block=block)  # builds ops inside the loop body
-        it, cond, h = block.addInputToBlock(), block.addInputToBlock(), block.addInputToBlock()
-        dt_t, x_t, B_t, C_t = (bg.op("Gather", t, it, axis_i=0) for t in (dts, xs, Bs, Cs))
+        it, _, h = block.addInputToBlock(), block.addInputToBlock(), block.addInputToBlock()
+        dt_t, x_t, B_t, C_t = (bg.op("Gather", t, it, axis_i=0) for t in (dts, xs, Bs, C_rows))
         dA = bg.op("Exp", bg.op("Mul", dt_t, At))  # (g, b, n, p)
-        h_new = bg.op("Add", bg.op("Mul", dA, h), bg.op("Mul", B_t, x_t))
-        for value in (cond, h_new, bg.op("MatMul", C_t, h_new)):  # y_t (g, b, 1, p): a scan output
+        h_new = bg.op("Add", bg.op("Mul", dA, h), bg.op("MatMul", B_t, x_t))
+        go_on = bg.op("Constant", value_t=torch.tensor(True))  # a constant costs nothing per step (an Identity would)
+        for value in (go_on, h_new, bg.op("MatMul", C_t, h_new)):  # y_t (g, b, 1, p): a scan output
             block.registerOutput(value)
         return ys, h_last
 
@@ -89,7 +91,7 @@ def scan_steps(dts, xs, Bs, Cs, At):
         dts (torch.Tensor): Step sizes (l, g, b, 1, p), bias and softplus applied.
         xs (torch.Tensor): Inputs times step sizes (l, g, b, 1, p).
         Bs (torch.Tensor): (l, g, b, n, 1).
-        Cs (torch.Tensor): (l, g, b, 1, n).
+        Cs (torch.Tensor): (l, g, b, n, 1).
         At (torch.Tensor): A transposed per group, (g, 1, n, p).
 
     Returns:
@@ -126,7 +128,7 @@ def selective_scan_export(u, delta, A, B, C, D=None, z=None, delta_bias=None, de
     dt = _softplus(dt) if delta_softplus else dt
     time_major = lambda t: t.reshape(b, g, d // g, l).permute(3, 1, 0, 2).unsqueeze(3)  # noqa: E731  (l, g, b, 1, p)
     ys, h = scan_steps(time_major(dt), time_major(dt * u), B.permute(3, 1, 0, 2).unsqueeze(4),
-                       C.permute(3, 1, 0, 2).unsqueeze(3), A.reshape(g, d // g, n).transpose(1, 2).unsqueeze(1))
+                       C.permute(3, 1, 0, 2).unsqueeze(4), A.reshape(g, d // g, n).transpose(1, 2).unsqueeze(1))
     y = ys.squeeze(3).permute(2, 1, 3, 0).reshape(b, d, l)
     if D is not None:
         y = y + u * D[:, None]
@@ -152,20 +154,21 @@ def cross_selective_scan_export(u, delta, A, B, C, D, delta_bias, h, w, delta_so
     k = A.shape[0]
     order, inverse = _indices(h, w, k, u.device)  # (k, l) each, computed from h and w in the graph
     lanes = torch.arange(k, device=u.device)
-    steps = (order.t() * k + lanes).reshape(-1)  # row of (position, direction) at (step, direction), (l*k,)
+    steps = (order.t() + lanes * l).reshape(-1)  # row of (direction, position) read at (step, direction), (l*k,)
 
-    def time_major(t):  # (b, l, k, c) in spatial order -> (l, k, b, c), direction k's step t at [t, k]
-        return t.permute(1, 2, 0, 3).reshape(l * k, b, -1).index_select(0, steps).view(l, k, b, -1)
+    def time_major(t):  # (k, l, b, c) in spatial order -> (l, k, b, c): direction k's step t at [t, k]
+        return t.reshape(k * l, b, -1).index_select(0, steps).view(l, k, b, -1)
 
     us = u.transpose(0, 1).index_select(0, order.t().reshape(-1)).view(l, k, b, e)
     if dt_weight is None:
-        dt = time_major(delta.permute(1, 2, 0, 3))
-    else:
-        dt = torch.matmul(time_major(delta), dt_weight.transpose(1, 2))  # (l, k, b, r) @ (k, r, e) -> (l, k, b, e)
-    dt = dt + delta_bias.unsqueeze(1)
+        delta = delta.transpose(1, 2)  # (k, l, b, e)
+    else:  # dt_proj, one matmul per direction: (k, l*b, r) @ (k, r, e); time-major, l*k small ones would be slower
+        delta = torch.matmul(delta.permute(2, 1, 0, 3).reshape(k, l * b, -1), dt_weight.transpose(1, 2))
+    dt = time_major(delta) + delta_bias.unsqueeze(1)  # (l, k, b, e)
     dt = _softplus(dt) if delta_softplus else dt
-    ys, _ = scan_steps(dt.unsqueeze(3), (dt * us).unsqueeze(3), time_major(B).unsqueeze(4),
-                       time_major(C).unsqueeze(3), A.transpose(1, 2).unsqueeze(1))  # ys (l, k, b, 1, e)
+    B, C = (time_major(t.permute(2, 1, 0, 3)) for t in (B, C))  # (b, l, k, n) -> (l, k, b, n)
+    ys, _ = scan_steps(dt.unsqueeze(3), (dt * us).unsqueeze(3), B.unsqueeze(4), C.unsqueeze(4),
+                       A.transpose(1, 2).unsqueeze(1))  # ys (l, k, b, 1, e)
     merge = (inverse.t() * k + lanes).reshape(-1)  # row of (step, direction) holding (position, direction)
     y = ys.reshape(l * k, b, e).index_select(0, merge).view(l, k, b, e).sum(1)  # (l, b, e), summed over directions
     return (y.transpose(0, 1) + u * D.sum(0)).to(dtype_in)
