@@ -121,3 +121,20 @@ def test_ncnn_export_stops_before_converting(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="format='ncnn' cannot hold"):
         YOLO("fer-yolo-mamba-n.yaml").export(format="ncnn", imgsz=64)
     assert not list(tmp_path.iterdir())
+
+
+def test_profile_script_reports_every_loop_node():
+    """benchmarks/profile_onnx_scan.py at tiny sizes: the ten Loop-body nodes, a time per step at each length."""
+    pytest.importorskip("onnxruntime")
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("profile_onnx_scan", Path(__file__).parents[1] / "benchmarks" /
+                                                  "profile_onnx_scan.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    times = bench.main(c=8, grids="3,6")
+    assert sorted(times) == [9, 36]
+    for t in times.values():
+        assert sorted(k.split()[0] for k in t) == sorted(["Gather"] * 4 + ["Mul", "Mul", "Exp", "Add", "MatMul", "MatMul"])
+        assert all(v > 0 for v in t.values())
+    assert "| growth |" in bench.table(times)

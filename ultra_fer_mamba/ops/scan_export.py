@@ -3,22 +3,27 @@
 They run instead of the kernels while tracing (TorchScript, OpenVINO) or exporting to ONNX, for two callers:
 
 - ``cross_selective_scan_export``: OSSM's whole op (cross-scan, the k scans, cross-merge), time-major from the
-  start: one Gather puts u, the step-size factors, B and C in scan order as (l, k, b, c) (step t of every
-  direction is row t), and one Gather plus a sum over k merges the outputs back. No permuted (b, k, e, l) copies,
-  no per-step slicing of full-length tensors.
+  start: one Gather each puts u, the step sizes (dt_proj applied first, one matmul per direction), B and C in scan
+  order as (l, k, b, c) (step t of every direction is row t), and one Gather plus a sum over k merges the outputs
+  back. No permuted (b, k, e, l) copies, no per-step slicing of full-length tensors.
 - ``selective_scan_export``: ``selective_scan_fn`` semantics ((b, d, l) tensors), for the public op.
 
 Both end in ``scan_steps``, the recurrence on time-major per-step tensors, with the state (g, b, n, p) keeping the
 long channel axis innermost (onnxruntime broadcasts slowly over a short inner axis):
 
-    dA = exp(dt_t * A^T);  h = dA * h + B_t * x_t;  y_t = C_t @ h      (x_t = dt_t * u_t)
+    dA = exp(dt_t * A^T);  h = dA * h + B_t x_t;  y_t = C_t . h      (x_t = dt_t * u_t)
 
 - ONNX (TorchScript exporter, ``dynamo=False``, opset >= 17): an autograd.Function whose ``symbolic`` writes one
-  ``Loop`` over the length read from the input's shape: four Gathers on dim 0 and the six ops above per step, y_t a
-  Loop scan output (a Python list would become an ONNX sequence, copied at every step). Standard domain only, no
-  session options needed.
-- ``torch.jit.trace``: the same loop as a ``torch.jit.script`` function (prim::Loop with a run-time trip count, the
-  outputs stacked on dim 0, a pattern OpenVINO's PyTorch frontend converts), so traced models stay size-generic.
+  ``Loop`` over the length read from the input's shape: four Gathers on dim 0 and six ops per step (Mul, Exp, Mul,
+  the outer product B_t x_t and y_t as MatMuls, Add), y_t a Loop scan output (a Python list would become an ONNX
+  sequence, copied at every step). Standard domain only, no session options needed. Measured and dropped: a Gemm
+  folding the outer product and the add (K = directions, 8x the work: slower), state (n, k, e) (broadcasts over
+  short spans: 2x slower), the dt_proj matmul on time-major rows (l*k small matmuls: 5x slower than k large ones).
+- ``torch.jit.trace`` (TorchScript, and OpenVINO, whose PyTorch frontend converts the trace): the same loop as a
+  ``torch.jit.script`` function (prim::Loop with a run-time trip count, the outputs stacked on dim 0), so traced
+  models stay size-generic. Its outer product and y_t are a broadcast multiply and a sum, not matmuls: OpenVINO's
+  CPU plugin runs matmuls in bf16 where that is its default precision, which made the loop 12x slower and
+  inexact; without them the whole loop body stays float32.
 
 Bias, softplus, D and the SiLU(z) gate are ordinary ops around the loop. The math is float32 (float64 stays).
 
