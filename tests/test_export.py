@@ -96,12 +96,16 @@ def exporter(fmt, model):
 
 
 def test_formats_without_loops_fail_at_once_for_scan_models_only():
-    """ncnn, LiteRT (tflite/tfjs), CoreML ...: one error naming the formats that work, raised by the on_export_start
-    callback before any converter runs; models without an OSSM layer (stock, or -nooss) pass through untouched."""
+    """ncnn, LiteRT (tflite/tfjs), CoreML ...: one error naming the formats that work, raised by every exporter's
+    on_export_start callback before any converter runs; models without an OSSM layer (stock, or -nooss) pass."""
+    from ultralytics.engine.exporter import Exporter
     from ultralytics.nn.tasks import DetectionModel
-    from ultralytics.utils.callbacks.base import get_default_callbacks
+    from ultralytics.utils.callbacks import get_default_callbacks
 
-    assert check_export_format in get_default_callbacks()["on_export_start"]
+    model_callbacks = get_default_callbacks()
+    assert check_export_format in Exporter(_callbacks=model_callbacks).callbacks["on_export_start"]
+    assert check_export_format not in model_callbacks["on_export_start"]  # a model's callbacks (pickled for DDP) stay
+    assert check_export_format not in get_default_callbacks()["on_export_start"]
     ours = DetectionModel("fer-yolo-mamba-n.yaml", verbose=False)
     for fmt in ("ncnn", "litert", "edgetpu", "coreml", "paddle", "mnn", "imx", "rknn", "executorch"):
         with pytest.raises(ValueError, match=f"format='{fmt}' cannot hold the selective scan's recurrence.*"

@@ -7,12 +7,17 @@ loops: ncnn and MNN have no control flow, TFLite/LiteRT, Edge TPU, TF.js and Cor
 size, if at all), Paddle, IMX, RKNN and the NPU compilers reject it. For those, ``yolo export`` would fail minutes
 later deep inside a converter; ``check_export_format`` fails at once instead, naming the formats that work.
 
-It runs as an Ultralytics ``on_export_start`` callback (registered once for every exporter), before any converter,
-and steps aside for every model without an OSSM layer: stock models, and our variants without the OSS branch
-(fer-yolo-mamba-nooss), export exactly as they would without the plugin.
+It runs as an ``on_export_start`` callback of each Ultralytics Exporter, before any converter, and steps aside for
+every model without an OSSM layer: stock models, and our variants without the OSS branch (fer-yolo-mamba-nooss),
+export exactly as they would without the plugin. Exporters get it through a wrapper of Ultralytics'
+``callbacks.add_integration_callbacks`` (which every Exporter calls in ``__init__``), in a copy of their callbacks:
+Ultralytics' default callbacks and a model's own (which DDP training pickles for its workers) stay untouched.
 """
 
 from __future__ import annotations
+
+import sys
+from collections import defaultdict
 
 LOOP_FORMATS = ("torchscript", "onnx", "openvino", "engine")  # engine: TensorRT parses the ONNX Scan (needs a GPU)
 
@@ -49,9 +54,24 @@ def check_export_format(exporter) -> None:
     )
 
 
-def register_export_check() -> None:
-    """Add check_export_format to Ultralytics' default on_export_start callbacks (idempotent)."""
-    from ultralytics.utils.callbacks.base import default_callbacks
+_ORIGINAL: dict = {}
 
-    if check_export_format not in default_callbacks["on_export_start"]:
-        default_callbacks["on_export_start"].append(check_export_format)
+
+def add_integration_callbacks(instance) -> None:
+    """Ultralytics' ``callbacks.add_integration_callbacks``; an Exporter also gets check_export_format."""
+    _ORIGINAL["add_integration_callbacks"](instance)
+    exporter = sys.modules.get("ultralytics.engine.exporter")
+    if exporter is not None and isinstance(instance, exporter.Exporter):
+        own = defaultdict(list, {event: list(fns) for event, fns in instance.callbacks.items()})  # not the model's
+        own["on_export_start"].append(check_export_format)
+        instance.callbacks = own
+
+
+def register_export_check() -> None:
+    """Wrap ``ultralytics.utils.callbacks.add_integration_callbacks`` once, so exporters check the format."""
+    from ultralytics.utils import callbacks
+
+    if not getattr(callbacks.add_integration_callbacks, "_ultra_fer_mamba", False):
+        _ORIGINAL["add_integration_callbacks"] = callbacks.add_integration_callbacks
+        add_integration_callbacks._ultra_fer_mamba = True
+        callbacks.add_integration_callbacks = add_integration_callbacks
