@@ -2,9 +2,9 @@
 
 OSSM's selective scan is a recurrence over the h*w positions of a feature map, as long as the input size makes
 it. TorchScript and OpenVINO keep it as a loop (``prim::Loop``, which OpenVINO's PyTorch frontend converts), ONNX
-as a ``Scan`` (ops/scan_export.py), and TensorRT builds engines from that ONNX graph. The other converters have no
-loops: ncnn and MNN have no control flow, TFLite/LiteRT, Edge TPU, TF.js and CoreML drop or unroll it (at a fixed
-size, if at all), Paddle, IMX, RKNN and the NPU compilers reject it. For those, ``yolo export`` would fail minutes
+as a ``Loop`` (ops/scan_export.py), and TensorRT builds engines from that ONNX graph. The other converters cannot
+hold it: ncnn and MNN have no control flow, the TFLite/LiteRT, Edge TPU, TF.js and CoreML conversions drop or
+unroll loops, and Paddle, IMX, RKNN, ExecuTorch and the NPU compilers do not take this graph. For those, ``yolo export`` would fail minutes
 later deep inside a converter; ``check_export_format`` fails at once instead, naming the formats that work.
 
 It runs as an ``on_export_start`` callback of each Ultralytics Exporter, before any converter, and steps aside for
@@ -19,7 +19,7 @@ from __future__ import annotations
 import sys
 from collections import defaultdict
 
-LOOP_FORMATS = ("torchscript", "onnx", "openvino", "engine")  # engine: TensorRT parses the ONNX Scan (needs a GPU)
+LOOP_FORMATS = ("torchscript", "onnx", "openvino", "engine")  # engine: TensorRT parses the ONNX Loop (needs a GPU)
 
 
 def has_scan(model) -> bool:
