@@ -114,6 +114,14 @@ def openvino_call(model, imgsz: int, workdir: Path, threads: int):
     return lambda: compiled(x)
 
 
+def openvino_precision() -> str:
+    """A sentence naming the precision OpenVINO's CPU plugin computes in by default on this machine."""
+    import openvino as ov
+
+    precision = ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT")
+    return f" OpenVINO computes in {precision.get_type_name()}, its default on this CPU."
+
+
 TRAIN_BATCH = 8
 
 
@@ -268,7 +276,7 @@ def main(models="fer-yolo-mamba-n,yolov8n,fer-yolo-mamba-s,yolov8s", imgsz="160,
             f"{torch.get_num_threads()} torch threads), torch {torch.__version__}, {time.strftime('%Y-%m-%d')}; "
             f"latency in ms (median of {repeats}), training in images/s (batch {TRAIN_BATCH} / median iteration time, "
             f"{train_rounds} alternating epochs of {n_train} images per model), ratios to the yolov8 model of the "
-            f"same scale.\n\n" + tables(rows) + targets(rows))
+            f"same scale.{openvino_precision() if openvino else ''}\n\n" + tables(rows) + targets(rows))
     print(text)
     (out / "bench_models.md").write_text(text + "\n")
     (out / "bench_models.json").write_text(json.dumps(rows, indent=2))
