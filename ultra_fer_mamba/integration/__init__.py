@@ -9,6 +9,7 @@ stock model behaves bit for bit as without the plugin:
 - ``checkpoints.py``: ``torch_safe_load`` (checkpoints whose pickle names ``ultra_fer_mamba``).
 - ``trainer.py``: ``BaseTrainer.build_optimizer`` (A_log and D without weight decay), ``check_amp`` (offline,
   for our models).
+- ``export.py``: ``callbacks.add_integration_callbacks`` (exporters refuse formats that cannot hold the scan).
 
 Our modules themselves are listed once, in ``registry.BLOCKS``; they also become torch safe globals
 (``ULTRALYTICS_SAFE_LOAD=1``). A new room is a module with a ``PATCHES`` tuple, added to ``ROOMS``.
@@ -26,12 +27,12 @@ import sys
 
 import torch
 
-from . import checkpoints, parse, trainer
+from . import checkpoints, export, parse, trainer
 from .parse import resolve_model_yaml, yaml_dir
 from .registry import BLOCKS, CLASSES
 
 SUPPORTED = ("8.3.215", "8.5")  # Ultralytics versions tested (>=, <); pyproject.toml declares the same range
-ROOMS = (parse, checkpoints, trainer)
+ROOMS = (parse, checkpoints, trainer, export)
 MARK = "__ultra_fer_mamba__"  # set on every wrapper this package installs
 
 

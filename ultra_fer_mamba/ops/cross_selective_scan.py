@@ -6,8 +6,8 @@
 
 where direction k reads the h*w positions in cross_scan's order k. All inputs come in spatial order, as the
 per-position projections produce them. Shape checks, then backend.resolve -> one call: "numba" runs the fused CPU
-kernels (numba/: no permuted copies, no (b, k, e, l) tensors), "triton" the fused Triton kernels; every other
-backend ("ref", "torch", "cuda", and "export" while tracing or exporting) runs the composition
+kernels (numba/: no permuted copies, no (b, k, e, l) tensors), "triton" the fused Triton kernels, "export" (while tracing or
+exporting) scan_export.py's time-major formulation; every other backend ("ref", "torch", "cuda") runs the composition
 ``cross_merge(selective_scan(cross_scan(...)))`` with that backend, which is also the reference the tests hold
 the fused kernels to.
 
@@ -21,6 +21,7 @@ import torch
 
 from . import backend as _backend
 from .cross_scan import cross_merge, cross_scan, lowrank_delta, scan_indices
+from .scan_export import cross_selective_scan_export
 from .selective_scan import selective_scan
 
 
@@ -77,6 +78,8 @@ def cross_selective_scan(
                          f"{tuple(A.shape)}, B {tuple(B.shape)}, C {tuple(C.shape)}, dt_weight "
                          f"{None if dt_weight is None else tuple(dt_weight.shape)} do not fit h={h}, w={w}")
     name = _backend.resolve(backend, u)
+    if name == "export":  # one traceable call: no kernel, no permuted copies
+        return cross_selective_scan_export(u, delta, A, B, C, D, delta_bias, h, w, delta_softplus, dt_weight)
     if name in ("numba", "triton"):
         fused = getattr(_backend.module(name), f"cross_selective_scan_{name}")
         with torch.autocast(u.device.type, enabled=False):  # float32 math even under autocast
