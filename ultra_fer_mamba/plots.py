@@ -149,18 +149,20 @@ def plot_ap_bars(ap50: dict[str, list[float]], names: list[str], file: str | Pat
         >>> plot_ap_bars({"m1": [0.5, float("nan")], "m2": [0.7, 0.2]}, ["a", "b"], "/tmp/ap.png").name
         'ap.png'
     """
-    x, width = np.arange(len(names)), 0.8 / max(len(ap50), 1)
-    fig = Figure(figsize=(max(6.0, 1.1 * len(names) * max(1, len(ap50) / 2)), 4.0), layout="constrained")
+    x, width, many = np.arange(len(names)), 0.8 / max(len(ap50), 1), len(ap50) > 3
+    fig = Figure(figsize=(min(14.0, max(6.0, 1.1 * len(names) * max(1, len(ap50) / 2))), 4.0 + many),
+                 layout="constrained")  # fmt: skip
     ax = fig.subplots()
     for k, (label, values) in enumerate(ap50.items()):
         v = np.asarray(values, dtype=float) * 100
         e = np.nan_to_num(np.asarray(err[label], dtype=float) * 100) if err and label in err else None
         bars = ax.bar(x + (k - (len(ap50) - 1) / 2) * width, np.nan_to_num(v), width, label=label, yerr=e,
                       error_kw={"elinewidth": 1, "capsize": 2, "ecolor": "0.25"})  # fmt: skip
-        ax.bar_label(bars, labels=[_fmt(a, 1, 1) for a in v], fontsize=7, padding=1)
+        ax.bar_label(bars, labels=[_fmt(a, 1, 1) for a in v], fontsize=6 if many else 7, padding=1,
+                     rotation=90 if many else 0)  # upright labels would overlap beside narrow bars
     ax.set_xticks(x, names)
     title = "Per-class AP50 (VOC, IoU 0.5)" + (": mean, bars ± 1 sd" if err else "")
-    ax.set(ylabel="AP50 (%)", ylim=(0, 120), title=title)
+    ax.set(ylabel="AP50 (%)", ylim=(0, 135 if many else 120), title=title)
     ax.set_yticks(range(0, 101, 20))
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", ncol=min(len(ap50), 4))  # in the headroom above 100, clear of the bars

@@ -29,7 +29,7 @@ def summarise(entries: dict[str, dict]) -> dict[str, dict]:
         (0.8, 0.25)
     """
     values = {name: _by_metric(e["runs"]) for name, e in entries.items()}
-    first = next(iter(values.values()), {})
+    first = next(iter(values.values()), ({}, {}))
     out = {}
     for k, (name, (metrics, per_class)) in enumerate(values.items()):
         out[name] = {
