@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ultra_fer_mamba.io import from_json, load_yolo, make_save_dir, to_json  # noqa: F401 (compare.py imports them here)
+from ultra_fer_mamba.io import load_yolo, make_save_dir, to_json
 from ultra_fer_mamba.metrics import confusion_matrix, paper_metrics
 from ultra_fer_mamba.plots import plot_confusion_matrix, plot_pr_curves
 

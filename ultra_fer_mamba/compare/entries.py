@@ -24,7 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ultra_fer_mamba.evaluate import evaluate, load_yolo
+from ultra_fer_mamba.evaluate import evaluate
+from ultra_fer_mamba.io import load_yolo
 
 UVAL_CONF, UVAL_IOU = 0.001, 0.65  # every score at the paper's evaluation settings
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from ultra_fer_mamba.compare.entries import UVAL_CONF, UVAL_IOU
 from ultra_fer_mamba.compare.stats import LEVEL, mean_sd
 from ultra_fer_mamba.compare.summary import mean_pr, summarise
-from ultra_fer_mamba.evaluate import to_json
+from ultra_fer_mamba.io import to_json
 from ultra_fer_mamba.plots import plot_ap_bars, plot_pr_curves, plot_training_curves
 
 # (key, column title, scale): the model-level metrics, then the per-class ones

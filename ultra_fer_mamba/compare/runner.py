@@ -8,7 +8,7 @@ from ultra_fer_mamba.compare.args import RUNTIME, parse_seeds, settings_of, trai
 from ultra_fer_mamba.compare.entries import make_entries
 from ultra_fer_mamba.compare.report import check_docs, write_docs, write_report
 from ultra_fer_mamba.compare.state import find_report_dir, load_state, save_state
-from ultra_fer_mamba.evaluate import from_json
+from ultra_fer_mamba.io import from_json
 
 
 def _measured(run: dict) -> bool:

@@ -11,7 +11,7 @@ import json
 import os
 from pathlib import Path
 
-from ultra_fer_mamba.evaluate import to_json
+from ultra_fer_mamba.io import to_json
 
 
 def same_settings(a: dict, b: dict) -> bool:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ultra_fer_mamba.compare.stats import mean_sd, paired_difference
-from ultra_fer_mamba.evaluate import from_json
+from ultra_fer_mamba.io import from_json
 
 
 def summarise(entries: dict[str, dict]) -> dict[str, dict]:
