@@ -1,4 +1,5 @@
-"""Time the demo over seeds (goal: under 10 minutes on a 2-core CPU, learning to mAP50 > 0.5) and the synthetic renderer.
+"""Time the demo over seeds (goal: under 10 minutes on a 2-core CPU, learning to mAP50 > 0.5) and the synthetic
+renderer.
 
 ``fer-yolo-mamba demo`` runs with its defaults once per seed (the seed of the synthetic set and of training), each
 in its own project folder; the spread over seeds of its wall time, mAP50 and mAP50-95 is printed as a table and, with

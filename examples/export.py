@@ -16,7 +16,7 @@ Usage (key=value, like ``yolo``)::
     python examples/export.py                                         # after examples/train_rafdb.py
     python examples/export.py model=runs/detect/train/weights/best.pt source=faces/ imgsz=320 formats=onnx
 
-Everything goes under ``<project>/<name>`` (default ``runs/examples/export``; a re-run replaces it): a copy of the
+Everything goes under ``<project>/<name>`` (default ``runs/examples/export``; a re-run writes over it): a copy of the
 weights (``best.pt``; Ultralytics writes exports beside their weights), ``best.onnx``, ``best_openvino_model/`` and
 ``agreement.json`` (per format: detections matched, largest box and score differences).
 """
@@ -142,7 +142,8 @@ def main(
         precision = openvino_precision() if fmt == "openvino" else "f32"
         r = results[fmt] = {"file": str(file), "checked": precision == "f32",
                             **agreement(ref, detections(YOLO(file), images, imgsz, conf), conf, tol)}
-        verdict = ("agrees" if r["ok"] else "DISAGREES") if r["checked"] else f"not checked: OpenVINO runs in {precision}"
+        verdict = "agrees" if r["ok"] else "DISAGREES"
+        verdict = verdict if r["checked"] else f"not checked: OpenVINO runs in {precision}"
         LOGGER.info(f"export: {fmt} {file}: {r['matched']} of {r['detections']} detections matched on {len(images)} "
                     f"images, boxes within {r['box_rel']:.1e} relative, scores within {r['score_abs']:.1e} "
                     f"(tolerance {tol:g}): {verdict}")
@@ -154,7 +155,7 @@ def main(
 
 
 def openvino_precision() -> str:
-    """The precision OpenVINO's CPU plugin computes in by default here: ``f32``, or ``bf16`` on CPUs with native bf16."""
+    """The precision OpenVINO's CPU plugin computes in by default here: ``f32``, or ``bf16`` where the CPU has it."""
     import openvino as ov
 
     return ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT").to_string()

@@ -14,7 +14,7 @@ Usage (key=value, like ``yolo``; any other key is an Ultralytics predict argumen
     python examples/predict.py model=runs/detect/train/weights/best.pt source=photos/ conf=0.4
     python examples/predict.py model=best.pt source=clip.mp4 vid_stride=2 # annotated clip.avi, every 2nd frame
 
-Everything goes under ``<project>/<name>`` (default ``runs/examples/predict``; a re-run replaces it): the annotated
+Everything goes under ``<project>/<name>`` (default ``runs/examples/predict``; a re-run writes over it): the annotated
 images (``<stem>.jpg``) or videos (``<stem>.avi``) and ``detections.json``.
 """
 

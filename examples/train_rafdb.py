@@ -15,7 +15,7 @@ Usage (key=value, like ``yolo``; any other key is an Ultralytics train argument)
     python examples/train_rafdb.py source=/data/RAF-DB/basic epochs=300 imgsz=320 batch=16 \
         optimizer=Adam lr0=0.001 device=0
 
-Everything goes under ``<project>/<name>`` (default ``runs/examples/train-rafdb``; a re-run replaces it)::
+Everything goes under ``<project>/<name>`` (default ``runs/examples/train-rafdb``; a re-run writes over it)::
 
     RAF-DB/         the stand-in (only without source=): basic/ laid out like RAF-DB, synth/ the drawn set behind it
     rafdb/          the converted dataset (data.yaml, images/, labels/, report.txt)

@@ -23,7 +23,8 @@ def test_tiny_run_writes_every_block(tmp_path):
     assert "the 4 checks take" in texts["robustness-finite"]  # one per FER-YOLO-VSS block of the n model
     fast, ref, out, res = (float(v) for v in re.findall(r"(\d\.\de[-+]\d+)", texts["robustness-numerics"]))
     assert fast <= 2 * ref + 1e-6 and max(out, res) <= 1e-2  # the bounds tests/test_numerics.py holds them to
-    differ, total = (int(v) for v in re.search(r": (\d+) of yolov8n's (\d+) parameter", texts["robustness-threads"]).groups())
+    counts = re.search(r": (\d+) of yolov8n's (\d+) parameter", texts["robustness-threads"]).groups()
+    differ, total = (int(v) for v in counts)
     assert 0 <= differ <= total and total > 100
     outside = lambda s: re.sub(r"<!-- (robustness-\w+):begin -->.*?<!-- \1:end -->", "", s, flags=re.S)  # noqa: E731
     assert outside(written) == outside(bench.DOC.read_text())  # nothing else in the file changed
