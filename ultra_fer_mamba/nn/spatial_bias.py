@@ -78,12 +78,13 @@ class SpatialBiasClassify(Classify):
         p = y.softmax(1)
         return p if self.export else (p, y)
 
-    def set_classes(self, nc: int) -> None:
-        """Resize the class layer and the centres to nc classes (new ones freshly initialised), like a new head."""
-        if self.linear.out_features != nc:
-            self.linear = nn.Linear(self.linear.in_features, nc).to(self.linear.weight)
-        if self.centres is not None and self.centres.shape[0] != nc:
-            self.centres = nn.Parameter(torch.randn(nc, self.centres.shape[1]).to(self.centres))
+    def __setattr__(self, name: str, value) -> None:
+        """Keep one centre per class: a new ``linear`` with another class count (Ultralytics' ``reshape_outputs``,
+        when a checkpoint is trained on data with other classes) brings freshly initialised centres."""
+        super().__setattr__(name, value)
+        centres = self.__dict__["_parameters"].get("centres") if name == "linear" else None
+        if centres is not None and centres.shape[0] != value.out_features:
+            self.centres = nn.Parameter(torch.randn(value.out_features, centres.shape[1]).to(centres))
 
     def __getstate__(self):
         state = self.__dict__.copy()
