@@ -67,7 +67,8 @@ def test_crops_layout_edge_tiny_and_bad_boxes(tmp_path):
     assert any("broken.jpg" in r and "unreadable image" in r for r in report)
     assert summary["skipped"] == len(report) == 6
     assert yaml.safe_load((out / "crops.yaml").read_text()) == {"source": str(tmp_path / "det" / "data.yaml"),
-                                                                "margin": 0.25, "size": 112, "align": False}
+                                                                "margin": 0.25, "size": 112, "align": False,
+                                                                "names": list(FER_CLASSES)}
     with pytest.raises(SystemExit, match="a.txt:2"):
         crops(data, str(tmp_path / "strict"), strict=True)
 

@@ -32,17 +32,19 @@ FACE_CONF = 0.25  # detector confidence at which a face counts towards the class
 
 
 def crop_settings(classifier) -> dict:
-    """The ``margin``, ``size`` and ``align`` a classifier's training crops were made with (``crops.yaml`` of its data).
+    """How a classifier's training crops were made: ``crops.yaml`` of its data folder (``data/crops.py``).
 
-    Falls back to the converter's defaults and the classifier's training image size when its data folder has none.
+    Returns:
+        (dict): ``margin``, ``size`` (the classifier's training image size), ``align``, and ``names`` (the detection
+            data's class order, or None): the converter's defaults where the data folder has no crops.yaml.
     """
     import yaml
 
     args = getattr(classifier, "overrides", {}) or {}
-    size = int(args.get("imgsz") or 112)
     found = Path(str(args.get("data", ""))) / "crops.yaml"
     settings = yaml.safe_load(found.read_text()) if args.get("data") and found.is_file() else {}
-    return {"margin": float(settings.get("margin", MARGIN)), "size": size, "align": bool(settings.get("align", False))}
+    return {"margin": float(settings.get("margin", MARGIN)), "size": int(args.get("imgsz") or 112),
+            "align": bool(settings.get("align", False)), "names": settings.get("names")}  # fmt: skip
 
 
 class TwoStage:
@@ -52,7 +54,8 @@ class TwoStage:
         detector (str | Path | ultralytics.YOLO): Face detector weights (any classes: every box is a face candidate).
         classifier (str | Path | ultralytics.YOLO): Crop classifier weights (``yolo classify``, e.g. lfnsb-cls).
         names (list[str] | dict[int, str] | None): Class names in the order the results should use (a data YAML's);
-            None keeps the classifier's order. Every classifier class must be among them.
+            None takes the order of the data the crops came from (``crops.yaml``), else the classifier's own. Every
+            classifier class must be among them.
         margin (float | None): Crop margin; None reads it from the classifier's crops folder (``crop_settings``).
         align (bool | None): Align crops by MTCNN landmarks; None reads it likewise.
 
@@ -75,6 +78,7 @@ class TwoStage:
         self.align = settings["align"] if align is None else bool(align)
         self.size = settings["size"]
         own = [self.classifier.names[i] for i in range(len(self.classifier.names))]
+        names = settings["names"] if names is None else names
         order = list(names.values() if isinstance(names, dict) else names) if names is not None else own
         missing = [n for n in own if n not in order]
         if missing:

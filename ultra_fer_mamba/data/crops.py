@@ -8,8 +8,8 @@ Output layout (``out=``), what ``yolo classify train data=<out>`` reads::
     out/
     ├── train/<class name>/<image stem>_<k>.jpg   one square crop per face box k, size x size (112)
     ├── val/<class name>/...                       (and test/ when the source has it); every class has a folder
-    ├── crops.yaml                                 how the crops were made (source, margin, size, align), which
-    │                                              the two-stage predictor reads to crop faces the same way
+    ├── crops.yaml                                 how the crops were made (source, margin, size, align) and the
+    │                                              source's class order: the two-stage predictor reads both
     ├── report.txt                                 every skipped box or image of the last run, "file:line: why"
     └── unaligned.txt                              align=True only: crops made without landmarks (plain crops)
 
@@ -261,7 +261,7 @@ def crops(
                 counts[split][name] += 1
             problems += bad
             unaligned += missed
-    settings = {"source": str(Path(source).resolve()), "margin": margin, "size": size, "align": align}
+    settings = {"source": str(Path(source).resolve()), "margin": margin, "size": size, "align": align, "names": names}
     (out / "crops.yaml").write_text(yaml.safe_dump(settings, sort_keys=False), encoding="utf-8")
     report = out / "report.txt"
     report.write_text("".join(f"{p}\n" for p in problems), encoding="utf-8")

@@ -86,6 +86,11 @@ class SpatialBiasClassify(Classify):
         if centres is not None and centres.shape[0] != value.out_features:
             self.centres = nn.Parameter(torch.randn(value.out_features, centres.shape[1]).to(centres))
 
+    def no_weight_decay_parameters(self) -> list[nn.Parameter]:
+        """The centres: the loss sees only their direction, so weight decay would only shrink them (and grow their
+        steps)."""
+        return [] if self.centres is None else [self.centres]
+
     def __getstate__(self):
         state = self.__dict__.copy()
         for name in self.TRANSIENT:
