@@ -18,7 +18,7 @@ class MixConv(nn.Module):
     Args:
         c (int): Channels in and out; ``sum(splits)`` must equal c.
         kernels (list[int]): Odd kernel size of each group (padding k // 2 keeps the grid at stride 1).
-        splits (list[int]): Channels of each group, in order.
+        splits (list[int] | None): Channels of each group, in order; None for one group of all c channels.
         s (int): Stride of every group.
 
     Examples:
@@ -27,13 +27,14 @@ class MixConv(nn.Module):
         torch.Size([1, 96, 28, 28])
     """
 
-    def __init__(self, c: int, kernels: list[int], splits: list[int], s: int = 1):
+    def __init__(self, c: int, kernels: list[int] = (3,), splits: list[int] | None = None, s: int = 1):
         super().__init__()
+        splits = [c] if splits is None else list(splits)
         if len(kernels) != len(splits) or sum(splits) != c or min(splits, default=0) < 1:
             raise ValueError(f"MixConv splits {splits} must be positive, one per kernel {kernels}, and sum to c={c}")
         if any(k % 2 == 0 for k in kernels):
             raise ValueError(f"MixConv kernels must be odd, got {kernels}")
-        self.splits = list(splits)
+        self.splits = splits
         self.convs = nn.ModuleList(nn.Conv2d(g, g, k, s, k // 2, groups=g, bias=False) for k, g in zip(kernels, splits))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -88,7 +89,7 @@ class MixDW(nn.Module):
         c2 (int): Output channels.
         hidden (int): Expanded channels.
         kernels (list[int]): Depthwise kernel size of each channel group.
-        splits (list[int]): Channels of each group (summing to hidden).
+        splits (list[int] | None): Channels of each group (summing to hidden); None for one group.
         s (int): Stride.
         residual (bool): Add the input (stride 1 and c1 == c2 only).
 
@@ -114,7 +115,7 @@ class MixDW(nn.Module):
         if residual and (s != 1 or c1 != c2):
             raise ValueError(f"MixDW residual=True needs s=1 and c1 == c2, got s={s}, c1={c1}, c2={c2}")
         self.expand = Conv(c1, hidden, 1, act=nn.PReLU(hidden))
-        self.mix = MixConv(hidden, list(kernels), list(splits or [hidden]), s)
+        self.mix = MixConv(hidden, kernels, splits, s)
         self.attention = CoordinateAttention(hidden)
         self.project = Conv(hidden, c2, 1, act=False)
         self.residual = residual
