@@ -100,8 +100,9 @@ def test_align_with_mtcnn_from_the_cli(tmp_path):
         cv2.imwrite(str(root / "images" / split / "zidane.jpg"), image)
         h, w = image.shape[:2]
         boxes = [(3, 907, 94, 1047, 285), (4, 545, 252, 664, 441)]
-        (root / "labels" / split / "zidane.txt").write_text("".join(
-            f"{c} {(x1 + x2) / 2 / w} {(y1 + y2) / 2 / h} {(x2 - x1) / w} {(y2 - y1) / h}\n" for c, x1, y1, x2, y2 in boxes))
+        lines = [f"{c} {(x1 + x2) / 2 / w} {(y1 + y2) / 2 / h} {(x2 - x1) / w} {(y2 - y1) / h}\n"
+                 for c, x1, y1, x2, y2 in boxes]
+        (root / "labels" / split / "zidane.txt").write_text("".join(lines))
     (root / "data.yaml").write_text(yaml.safe_dump({"path": str(root), "train": "images/train", "val": "images/val",
                                                     "names": dict(enumerate(FER_CLASSES))}))
     summary = cli_run("convert", format="crops", source=str(root / "data.yaml"), out=str(tmp_path / "c"), align=True)

@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 
 
-def cosine_harmony(features: torch.Tensor, labels: torch.Tensor, centres: torch.Tensor, alpha: float = 0.1) -> torch.Tensor:
+def cosine_harmony(features: torch.Tensor, labels: torch.Tensor, centres: torch.Tensor, alpha: float = 0.1
+                   ) -> torch.Tensor:
     """LFNSB's Cosine-Harmony loss of pooled features against their class centres, computed in float32.
 
     With the adjusted cosine distance d(f, c) = 1 - cos(f - mean(f), c - mean(c)) (means over the d features) and

@@ -194,7 +194,8 @@ def crop_image(image: str, folder: Path, names: list[str], margin: float, size: 
         points = best_landmarks(box, faces) if detect else None
         if detect and points is None:
             unaligned.append(f"{label}:{n}")
-        cv2.imwrite(str(folder / names[cls] / f"{Path(image).stem}_{n}.jpg"), crop_face(pixels, box, margin, size, points))
+        crop = crop_face(pixels, box, margin, size, points)
+        cv2.imwrite(str(folder / names[cls] / f"{Path(image).stem}_{n}.jpg"), crop)
         written.append(names[cls])
     return written, problems, unaligned
 

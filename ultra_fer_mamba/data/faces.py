@@ -87,9 +87,13 @@ def landmark_detector(min_confidence: float = 0.9) -> Callable[[np.ndarray], lis
     net = mtcnn(min_face_size=20)
 
     def detect(image: np.ndarray) -> list[tuple[Box, np.ndarray]]:
-        found = [f for f in net.detect_faces(cv2.cvtColor(image, cv2.COLOR_BGR2RGB)) if f["confidence"] >= min_confidence]
-        return [((float(x), float(y), float(x + w), float(y + h)), np.array([f["keypoints"][k] for k in LANDMARKS], float))
-                for f in found for x, y, w, h in [f["box"]]]  # fmt: skip
+        faces = []
+        for f in net.detect_faces(cv2.cvtColor(image, cv2.COLOR_BGR2RGB)):
+            if f["confidence"] >= min_confidence:
+                x, y, w, h = f["box"]
+                points = np.array([f["keypoints"][k] for k in LANDMARKS], float)
+                faces.append(((float(x), float(y), float(x + w), float(y + h)), points))
+        return faces
 
     return detect
 

@@ -24,7 +24,7 @@ def pool2x2(x: torch.Tensor) -> torch.Tensor:
 
 
 class SpatialBiasClassify(Classify):
-    """LFNSB's Spatial Bias head, a drop-in for Ultralytics' ``Classify`` (same outputs, same ``linear`` and ``export``).
+    """LFNSB's Spatial Bias head, a drop-in for Ultralytics' ``Classify`` (same outputs, ``linear`` and ``export``).
 
     1x1 conv c1 -> c_ + BN + ReLU, average pool to 2x2, the 4 cells as the channels of a Conv1d(4, 4, k=3) sliding
     along the c_ features (b, 4, c_ - 2), flatten, Linear(4 (c_ - 2), c2). Outputs follow ``Classify``: logits in
