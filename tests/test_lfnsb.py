@@ -125,6 +125,16 @@ def test_criterion_adds_the_weighted_harmony_term_and_trains_the_centres():
     loss.backward()
     assert head.centres.grad is not None and head.centres.grad.abs().sum() > 0
 
+    class OneItem:  # Ultralytics 8.3's classification criterion: the loss is its only item
+        def __call__(self, preds, batch):
+            loss = torch.nn.functional.cross_entropy(preds, batch["cls"])
+            return loss, loss.detach()
+
+    criterion = CosineHarmonyCriterion(head)
+    criterion.cross_entropy = OneItem()
+    total, item = criterion(head(x), {"cls": y})
+    assert item.shape == () and torch.allclose(item, total.detach()) and torch.allclose(total, loss, atol=1e-6)
+
 
 def test_a_yaml_argument_turns_the_loss_off_and_new_classes_bring_new_centres(model):
     cfg = deepcopy(model.yaml)

@@ -50,23 +50,26 @@ def cosine_harmony(features: torch.Tensor, labels: torch.Tensor, centres: torch.
 class CosineHarmonyCriterion:
     """Cross-entropy plus ``harmony`` x Cosine-Harmony, for a model ending in ``SpatialBiasClassify``.
 
-    Called like Ultralytics' ``v8ClassificationLoss`` (predictions, batch); the features and centres come from the
-    head, which keeps the pooled input of its last forward. Loss items: ``ce`` and ``ch`` (the unweighted term).
+    Called like Ultralytics' ``v8ClassificationLoss`` (predictions, batch), whose cross-entropy it adds to; the features
+    and centres come from the head, which keeps the pooled input of its last forward. Loss items: ``ce`` and ``ch``
+    (the unweighted term) where Ultralytics names its loss items (8.4), else the one total like Ultralytics' own.
 
     Args:
         head (SpatialBiasClassify): The model's head (with ``centres``, ``features``, ``harmony`` and ``alpha``).
     """
 
     def __init__(self, head):
-        self.head = head
+        from ultralytics.utils.loss import v8ClassificationLoss
 
-    def __call__(self, preds, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Return (total loss, {"ce": ..., "ch": ...}) for logits (training) or a (probs, logits) tuple (eval)."""
-        logits = preds[1] if isinstance(preds, (list, tuple)) else preds
-        labels = batch["cls"]
+        self.head, self.cross_entropy = head, v8ClassificationLoss()
+
+    def __call__(self, preds, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor] | torch.Tensor]:
+        """Return the total loss and its items for logits (training) or a (probs, logits) tuple (eval)."""
         features, self.head.features = self.head.features, None
+        logits = preds[1] if isinstance(preds, (list, tuple)) else preds
         if features is None or features.shape[0] != logits.shape[0]:
             raise RuntimeError("CosineHarmonyCriterion needs the features of the forward that made these predictions")
-        ce = F.cross_entropy(logits, labels, reduction="mean")
-        ch = cosine_harmony(features, labels, self.head.centres, self.head.alpha)
-        return ce + self.head.harmony * ch, {"ce": ce.detach(), "ch": ch.detach()}
+        ce, items = self.cross_entropy(preds, batch)
+        ch = cosine_harmony(features, batch["cls"], self.head.centres, self.head.alpha)
+        total = ce + self.head.harmony * ch
+        return total, {"ce": ce.detach(), "ch": ch.detach()} if isinstance(items, dict) else total.detach()
