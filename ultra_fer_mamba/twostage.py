@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from ultra_fer_mamba.data.crops import MARGIN, crop_face
+from ultra_fer_mamba.data.crops import MARGIN, SIZE, crop_face
 
 FACE_CONF = 0.25  # detector confidence at which a face counts towards the classifier calls of the latency
 
@@ -35,16 +35,17 @@ def crop_settings(classifier) -> dict:
     """How a classifier's training crops were made: ``crops.yaml`` of its data folder (``data/crops.py``).
 
     Returns:
-        (dict): ``margin``, ``size`` (the classifier's training image size), ``align``, and ``names`` (the detection
-            data's class order, or None): the converter's defaults where the data folder has no crops.yaml.
+        (dict): ``margin``, ``size`` (of the crops), ``align``, ``names`` (the detection data's class order, or None)
+            and ``imgsz`` (the classifier's training size); the converter's defaults where there is no crops.yaml.
     """
     import yaml
 
     args = getattr(classifier, "overrides", {}) or {}
+    imgsz = int(args.get("imgsz") or SIZE)
     found = Path(str(args.get("data", ""))) / "crops.yaml"
-    settings = yaml.safe_load(found.read_text()) if args.get("data") and found.is_file() else {}
-    return {"margin": float(settings.get("margin", MARGIN)), "size": int(args.get("imgsz") or 112),
-            "align": bool(settings.get("align", False)), "names": settings.get("names")}  # fmt: skip
+    made = yaml.safe_load(found.read_text()) if args.get("data") and found.is_file() else {}
+    return {"margin": float(made.get("margin", MARGIN)), "size": int(made.get("size", imgsz)),
+            "align": bool(made.get("align", False)), "names": made.get("names"), "imgsz": imgsz}  # fmt: skip
 
 
 class TwoStage:
@@ -76,7 +77,7 @@ class TwoStage:
         settings = crop_settings(self.classifier)
         self.margin = settings["margin"] if margin is None else float(margin)
         self.align = settings["align"] if align is None else bool(align)
-        self.size = settings["size"]
+        self.size, self.imgsz = settings["size"], settings["imgsz"]
         own = [self.classifier.names[i] for i in range(len(self.classifier.names))]
         names = settings["names"] if names is None else names
         order = list(names.values() if isinstance(names, dict) else names) if names is not None else own
@@ -101,7 +102,7 @@ class TwoStage:
             faces = self._landmarks(image)
             points = [best_landmarks(b, faces) for b in boxes.tolist()]
         crops = [crop_face(image, b, self.margin, self.size, p) for b, p in zip(boxes.tolist(), points)]
-        results = self.classifier.predict(crops, imgsz=self.size, device=device, verbose=False)
+        results = self.classifier.predict(crops, imgsz=self.imgsz, device=device, verbose=False)
         probs = torch.stack([r.probs.data.float().cpu() for r in results])  # (n, classifier classes)
         out = torch.zeros(len(boxes), len(self.names))
         out[:, self.index] = probs
