@@ -29,6 +29,25 @@ import torch
 from ultra_fer_mamba.data.crops import MARGIN, SIZE, crop_face
 
 FACE_CONF = 0.25  # detector confidence at which a face counts towards the classifier calls of the latency
+MODEL_SUFFIXES = (".pt", ".yaml", ".yml", ".onnx", ".torchscript", ".engine")
+
+
+def split_spec(spec: str) -> tuple[str, str] | None:
+    """Split ``detector+classifier`` at the first ``+`` that ends a model file name; None if there is none.
+
+    Folder names may hold ``+`` too (compare names a two-stage run ``det+cls``), so only a ``+`` right after a model
+    file suffix separates the two.
+
+    Examples:
+        >>> split_spec("runs/d+c/det/weights/best.pt+runs/d+c/cls/weights/best.pt")
+        ('runs/d+c/det/weights/best.pt', 'runs/d+c/cls/weights/best.pt')
+        >>> split_spec("yolov8n.yaml+lfnsb-cls.yaml"), split_spec("runs/a+b/best.pt")
+        (('yolov8n.yaml', 'lfnsb-cls.yaml'), None)
+    """
+    for i, c in enumerate(spec):
+        if c == "+" and spec[:i].lower().endswith(MODEL_SUFFIXES) and spec[i + 1 :].strip():
+            return spec[:i].strip(), spec[i + 1 :].strip()
+    return None
 
 
 def crop_settings(classifier) -> dict:
