@@ -9,6 +9,7 @@ from copy import deepcopy
 import pytest
 import thop
 import torch
+import yaml
 from ultralytics import YOLO
 from ultralytics.nn.tasks import ClassificationModel, yaml_model_load
 from ultralytics.utils.loss import v8ClassificationLoss
@@ -26,6 +27,12 @@ TRAIN = dict(epochs=1, imgsz=32, device="cpu", workers=0, optimizer="SGD", lr0=0
              plots=False, verbose=False, exist_ok=True)
 CAN_UNSHARE = bool(shutil.which("unshare")) and subprocess.run(["unshare", "-n", "true"]).returncode == 0
 NO_NET = ["unshare", "-n"] if CAN_UNSHARE else []  # no network for the CLI test
+# a small model of the same blocks, quick to build and train (lfnsb-cls.yaml itself: the size and CLI tests)
+SMALL = {"nc": 7, "backbone": [[-1, 1, "Conv", [16, 3, 2, None, 1, 1, False]],
+                               [-1, 1, "MixDW", [32, 48, [3, 5], [32, 16], 2]],
+                               [-1, 2, "MixDW", [32, 48, [3], [48], 1, True]],
+                               [-1, 1, "RepDW", []]],
+         "head": [[-1, 1, "SpatialBiasClassify", ["nc", 18, 1.0, 0.1]]]}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -136,18 +143,19 @@ def test_criterion_adds_the_weighted_harmony_term_and_trains_the_centres():
     assert item.shape == () and torch.allclose(item, total.detach()) and torch.allclose(total, loss, atol=1e-6)
 
 
-def test_a_yaml_argument_turns_the_loss_off_and_new_classes_bring_new_centres(model):
-    cfg = deepcopy(model.yaml)
-    cfg["head"][-1][-1] = ["nc", 66, 0.0]  # harmony 0
-    plain = ClassificationModel(cfg, nc=7, verbose=False)
+def test_a_yaml_argument_turns_the_loss_off_and_new_classes_bring_new_centres():
+    model = ClassificationModel(deepcopy(SMALL), verbose=False)
+    assert model.model[-1].centres.shape == (7, 32) and type(model.init_criterion()) is CosineHarmonyCriterion
+    cfg = deepcopy(SMALL)
+    cfg["head"][-1][-1] = ["nc", 18, 0.0]  # harmony 0
+    plain = ClassificationModel(cfg, verbose=False)
     assert plain.model[-1].centres is None and type(plain.init_criterion()) is v8ClassificationLoss
-    assert type(model.init_criterion()) is CosineHarmonyCriterion
-    other = deepcopy(model)
-    ClassificationModel.reshape_outputs(other, 5)  # what the classify trainer does for data with 5 classes
-    assert other.model[-1].linear.out_features == 5 and other.model[-1].centres.shape == (5, 256)
+    ClassificationModel.reshape_outputs(model, 5)  # what the classify trainer does for data with 5 classes
+    assert model.model[-1].linear.out_features == 5 and model.model[-1].centres.shape == (5, 32)
 
 
 def test_the_stock_trainer_trains_the_centres_and_checkpoints_keep_them(tiny_crops, tmp_path):
+    (tmp_path / "small-cls.yaml").write_text(yaml.safe_dump(SMALL, sort_keys=False))
     n = sum(1 for _ in (tiny_crops / "train").rglob("*.jpg"))  # one batch of all crops: exactly one optimizer step
     seen = {}
 
@@ -161,7 +169,7 @@ def test_the_stock_trainer_trains_the_centres_and_checkpoints_keep_them(tiny_cro
         seen["criterion"] = type(trainer.model.criterion)
         seen["after"] = trainer.model.model[-1].centres.detach().clone()
 
-    yolo = YOLO("lfnsb-cls.yaml")
+    yolo = YOLO(str(tmp_path / "small-cls.yaml"))
     yolo.add_callback("on_train_start", on_train_start)
     yolo.add_callback("on_train_batch_end", on_train_batch_end)
     yolo.train(data=str(tiny_crops), batch=n, nbs=n, project=str(tmp_path), name="t", **TRAIN)
@@ -169,7 +177,7 @@ def test_the_stock_trainer_trains_the_centres_and_checkpoints_keep_them(tiny_cro
     assert seen["decay"] == 0  # the centres train without weight decay
     assert (seen["after"] - seen["before"]).abs().max() > 1e-6
     head = YOLO(str(tmp_path / "t" / "weights" / "last.pt")).model.model[-1]
-    assert isinstance(head, SpatialBiasClassify) and head.centres.shape == (7, 256) and head.features is None
+    assert isinstance(head, SpatialBiasClassify) and head.centres.shape == (7, 32) and head.features is None
 
 
 def test_stock_classify_model_keeps_ultralytics_loss(tiny_crops, tmp_path):
