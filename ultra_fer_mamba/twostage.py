@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from ultra_fer_mamba.data.crops import MARGIN, SIZE, crop_face
+from ultra_fer_mamba.data.crops import MARGIN, SIZE, best_landmarks, crop_face
 
 FACE_CONF = 0.25  # detector confidence at which a face counts towards the classifier calls of the latency
 MODEL_SUFFIXES = (".pt", ".yaml", ".yml", ".onnx", ".torchscript", ".engine")
@@ -105,8 +105,8 @@ class TwoStage:
             raise ValueError(f"TwoStage: classifier classes {missing} are not among the names {order}")
         self.names = dict(enumerate(order))
         self.index = torch.tensor([order.index(n) for n in own])  # classifier class -> result class
-        self.ckpt_path = f"{getattr(self.detector, 'ckpt_path', None) or detector}+" \
-                         f"{getattr(self.classifier, 'ckpt_path', None) or classifier}"  # fmt: skip
+        given = ((self.detector, detector), (self.classifier, classifier))
+        self.ckpt_path = "+".join(str(getattr(m, "ckpt_path", None) or spec) for m, spec in given)  # evaluate() records it
         self.faces = self.images = 0
         self._landmarks = None
 
@@ -114,7 +114,6 @@ class TwoStage:
         """Class probabilities (n, nc) of the faces in one image (boxes (n, 4) xyxy), columns in result order."""
         points = [None] * len(boxes)
         if self.align:
-            from ultra_fer_mamba.data.crops import best_landmarks
             from ultra_fer_mamba.data.faces import landmark_detector
 
             self._landmarks = self._landmarks or landmark_detector()
