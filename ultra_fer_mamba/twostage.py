@@ -105,8 +105,8 @@ class TwoStage:
             raise ValueError(f"TwoStage: classifier classes {missing} are not among the names {order}")
         self.names = dict(enumerate(order))
         self.index = torch.tensor([order.index(n) for n in own])  # classifier class -> result class
-        given = ((self.detector, detector), (self.classifier, classifier))
-        self.ckpt_path = "+".join(str(getattr(m, "ckpt_path", None) or spec) for m, spec in given)  # evaluate() records it
+        given = ((self.detector, detector), (self.classifier, classifier))  # ckpt_path: what evaluate records
+        self.ckpt_path = "+".join(str(getattr(m, "ckpt_path", None) or spec) for m, spec in given)
         self.faces = self.images = 0
         self._landmarks = None
 
