@@ -1,17 +1,19 @@
 """Import hook that lets the stock ``yolo`` script and DDP workers use ultra_fer_mamba with no user import.
 
 ``ultra_fer_mamba.pth`` (installed into site-packages beside this file) runs ``import ultra_fer_mamba_hook``
-at interpreter start. That only adds a meta-path finder, which costs nothing until Ultralytics is imported:
-when ``ultralytics.nn.tasks`` or ``ultralytics.engine.trainer`` finishes importing, the finder calls
-``ultra_fer_mamba.integration.ultralytics.on_import``, which registers our modules. Any error there is
-reported as a warning and never breaks the import of Ultralytics itself. Set ``ULTRA_FER_MAMBA_NO_HOOK=1``
-to switch the hook off.
+at interpreter start. That only adds a meta-path finder, which costs nothing until Ultralytics is imported.
+When ``ultralytics.nn.tasks`` finishes importing, the finder imports ultra_fer_mamba, which registers our
+modules; from then on it tells ``ultra_fer_mamba.integration.on_import`` about every Ultralytics module that
+finishes importing, so wrappers of modules imported later (or still importing at registration) are installed
+then. Any error there is reported as a warning and never breaks the import of Ultralytics itself. Set
+``ULTRA_FER_MAMBA_NO_HOOK=1`` to switch the hook off.
 """
 
 import os
 import sys
 
-TARGETS = ("ultralytics.nn.tasks", "ultralytics.engine.trainer")
+TRIGGER = "ultralytics.nn.tasks"  # registration starts once this has finished importing
+PREFIX = "ultralytics."
 
 
 class _Loader:
@@ -26,10 +28,10 @@ class _Loader:
     def exec_module(self, module):
         self.loader.exec_module(module)
         package = sys.modules.get("ultra_fer_mamba")
-        if package is not None and not getattr(package, "registered", False):
-            return  # ultra_fer_mamba is importing Ultralytics itself and registers when its import completes
+        if not getattr(package, "registered", False) and (package is not None or self.name != TRIGGER):
+            return  # not registered yet, and not the trigger (or ultra_fer_mamba is importing and registers itself)
         try:
-            from ultra_fer_mamba.integration.ultralytics import on_import
+            from ultra_fer_mamba.integration import on_import
 
             on_import(self.name, module)
         except Exception as e:  # never break `import ultralytics` for a plugin problem
@@ -42,10 +44,10 @@ class _Loader:
 
 
 class _Finder:
-    """Meta-path finder that wraps the loader of the Ultralytics modules in TARGETS."""
+    """Meta-path finder that wraps the loader of every ``ultralytics.*`` module."""
 
     def find_spec(self, name, path=None, target=None):
-        if name not in TARGETS:
+        if not name.startswith(PREFIX):
             return None
         for finder in sys.meta_path:
             if finder is self or not hasattr(finder, "find_spec"):

@@ -1,17 +1,19 @@
 """Whole-model benchmark: fer-yolo-mamba-{n,s} against yolov8{n,s} (nc=7), measured in one run.
 
 For each model and imgsz: params, GFLOPs (Ultralytics' count and with the selective scan counted), PyTorch
-CPU latency at batch 1 and 16, onnxruntime CPU latency at batch 1, and training throughput of the stock
+CPU latency at batch 1 and 16, onnxruntime and OpenVINO CPU latency at batch 1 (each with its default settings, as
+YOLO("model.onnx") / YOLO("model_openvino_model") run them), and training throughput of the stock
 trainer on a synthetic set (images/s: the batch over the median iteration time, from `train_rounds` short
 epochs per model, the models alternating). Prints markdown tables with ratios to the
 yolov8 model of the same scale, and the cost growth from 320 to 640, and saves a PNG of latency against
 pixel count. Latencies are medians over `repeats` after `warmup` runs, the models timed round-robin (one
 call of each per round) so that the shared machine's slow and fast spells fall on all of them alike;
-onnxruntime sessions are timed one after another (an idle session's spinning threads slow the next).
+onnxruntime sessions and OpenVINO models are timed one after another (an idle session's spinning threads slow the
+next).
 
 Usage:
     python benchmarks/bench_models.py                                   # everything (long: ~30+ min)
-    python benchmarks/bench_models.py imgsz=320,640 onnx=False train=False
+    python benchmarks/bench_models.py imgsz=320,640 onnx=False openvino=False train=False
     python benchmarks/bench_models.py models=fer-yolo-mamba-s,yolov8s imgsz=320 out=runs/bench
     python benchmarks/bench_models.py readme=True                       # also rewrite the README's table
 
@@ -70,26 +72,54 @@ def torch_call(model, imgsz: int, batch: int):
     return call
 
 
-def onnx_call(model, imgsz: int, workdir: Path, threads: int):
-    """Export through Ultralytics' exporter (the `yolo export` path); return an onnxruntime batch-1 call."""
+def export(model, imgsz: int, workdir: Path, threads: int, fmt: str, **options) -> str:
+    """Export through Ultralytics' exporter (the `yolo export` path, batch 1); return the file or folder."""
     import copy
 
-    import numpy as np
-    import onnxruntime as ort
     from ultralytics.engine.exporter import Exporter
 
-    args = {"format": "onnx", "imgsz": imgsz, "opset": 17, "simplify": True, "batch": 1, "device": "cpu",
-            "verbose": False, "mode": "export", "project": str(workdir), "name": "export"}
+    args = {"format": fmt, "imgsz": imgsz, "batch": 1, "device": "cpu", "verbose": False, "mode": "export",
+            "project": str(workdir), "name": "export", **options}
     model = copy.deepcopy(model)
     model.task = "detect"  # what YOLO() sets on the models it wraps
     model.pt_path = str(workdir / f"{model.yaml_file_stem}_{imgsz}.pt")
     f = Exporter(overrides=args)(model=model)
     torch.set_num_threads(threads)  # the exporter's select_device sets cores - 1
+    return f
+
+
+def onnx_call(model, imgsz: int, workdir: Path, threads: int):
+    """An onnxruntime batch-1 call of the exported model, with as many threads as torch (YOLO() leaves ORT's default,
+    which is the same on a machine with one thread per core)."""
+    import numpy as np
+    import onnxruntime as ort
+
+    f = export(model, imgsz, workdir, threads, "onnx", opset=17, simplify=True)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     sess = ort.InferenceSession(f, opts, providers=["CPUExecutionProvider"])
     x = {sess.get_inputs()[0].name: np.random.rand(1, 3, imgsz, imgsz).astype(np.float32)}
     return lambda: sess.run(None, x)
+
+
+def openvino_call(model, imgsz: int, workdir: Path, threads: int):
+    """An OpenVINO batch-1 call of the exported model, compiled as YOLO("..._openvino_model") compiles it for the CPU
+    (PERFORMANCE_HINT LATENCY, the default precision: bf16 on CPUs with native bf16, else float32)."""
+    import numpy as np
+    import openvino as ov
+
+    folder = Path(export(model, imgsz, workdir, threads, "openvino"))
+    compiled = ov.Core().compile_model(next(folder.glob("*.xml")), "CPU", {"PERFORMANCE_HINT": "LATENCY"})
+    x = np.random.rand(1, 3, imgsz, imgsz).astype(np.float32)
+    return lambda: compiled(x)
+
+
+def openvino_precision() -> str:
+    """A sentence naming the precision OpenVINO's CPU plugin computes in by default on this machine."""
+    import openvino as ov
+
+    precision = ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT")
+    return f" OpenVINO computes in {precision.get_type_name()}, its default on this CPU."
 
 
 TRAIN_BATCH = 8
@@ -118,7 +148,7 @@ def make_data(workdir: Path, n_images: int) -> str:
     return str(out / "data.yaml")
 
 
-def measure(models, sizes, repeats, warmup, batch16, onnx, train, n_train, train_rounds, workdir):
+def measure(models, sizes, repeats, warmup, batch16, onnx, openvino, train, n_train, train_rounds, workdir):
     threads = torch.get_num_threads()  # every latency runs with this many threads (torch's default: all cores)
     data = make_data(workdir, n_train) if train else None
     built = {}
@@ -139,9 +169,9 @@ def measure(models, sizes, repeats, warmup, batch16, onnx, train, n_train, train
             calls = {n: torch_call(m, s, 16) for n, m in built.items()}
             for name, t in interleaved_medians(calls, max(1, repeats // 3), 1).items():
                 rs[name]["torch_b16"] = t
-        if onnx:  # one session at a time: an idle session's spinning thread pool would slow the next one
-            for name, m in built.items():
-                rs[name]["ort_b1"] = interleaved_medians({name: onnx_call(m, s, workdir, threads)}, repeats, warmup)[name]
+        for key, on, make in (("ort_b1", onnx, onnx_call), ("ov_b1", openvino, openvino_call)):
+            for name, m in built.items() if on else ():  # one at a time: an idle runtime's thread pool slows the next
+                rs[name][key] = interleaved_medians({name: make(m, s, workdir, threads)}, repeats, warmup)[name]
         if train:  # rounds of one epoch per model, alternating, so slow spells fall on every model
             its = {name: [] for name in models}
             for _ in range(train_rounds):
@@ -163,10 +193,10 @@ def baseline_of(name: str) -> str:
 def tables(rows: list[dict]) -> str:
     """Markdown: absolute numbers with ratios to the same-scale yolov8, and the 320 -> 640 growth."""
     by = {(r["model"], r["imgsz"]): r for r in rows}
-    keys = [k for k in ("torch_b1", "torch_b16", "ort_b1", "train_ips") if k in rows[0]]
+    keys = [k for k in ("torch_b1", "torch_b16", "ort_b1", "ov_b1", "train_ips") if k in rows[0]]
     head = "| model | imgsz | params (M) | GFLOPs | GFLOPs +scan | " + " | ".join(
         {"torch_b1": "torch b1 (ms)", "torch_b16": "torch b16 (ms)", "ort_b1": "ORT b1 (ms)",
-         "train_ips": "train (img/s)"}[k] + " | ratio" for k in keys) + " |"
+         "ov_b1": "OpenVINO b1 (ms)", "train_ips": "train (img/s)"}[k] + " | ratio" for k in keys) + " |"
     lines = [head, "|" + "---|" * (5 + 2 * len(keys))]
     for r in rows:
         base = by.get((baseline_of(r["model"]), r["imgsz"]), r)
@@ -186,17 +216,19 @@ def tables(rows: list[dict]) -> str:
 
 
 def targets(rows: list[dict]) -> str:
-    """The issue's four ratio targets for fer-yolo-mamba-s vs yolov8s, as measured in these rows."""
+    """The ratio targets for fer-yolo-mamba-s vs yolov8s (issue 15), as measured in these rows."""
     by = {(r["model"], r["imgsz"]): r for r in rows}
     ours, base = by.get(("fer-yolo-mamba-s", 320)), by.get(("yolov8s", 320))
     if not ours or not base:
         return ""
     lines = ["", "", "| target (fer-yolo-mamba-s / yolov8s) | measured | goal |", "|---|---:|---|"]
-    lines.append(f"| PyTorch CPU latency, batch 1, imgsz 320 | {ours['torch_b1'] / base['torch_b1']:.2f}x | <= 1.5x |")
+    lines.append(f"| PyTorch CPU latency, batch 1, imgsz 320 | {ours['torch_b1'] / base['torch_b1']:.2f}x | <= 1.3x |")
     if "ort_b1" in ours:
-        lines.append(f"| onnxruntime CPU latency, batch 1, imgsz 320 | {ours['ort_b1'] / base['ort_b1']:.2f}x | <= 1.5x |")
+        lines.append(f"| onnxruntime CPU latency, batch 1, imgsz 320 | {ours['ort_b1'] / base['ort_b1']:.2f}x | <= 2.5x |")
+    if "ov_b1" in ours:
+        lines.append(f"| OpenVINO CPU latency, batch 1, imgsz 320 | {ours['ov_b1'] / base['ov_b1']:.2f}x | reported |")
     if "train_ips" in ours:
-        lines.append(f"| training throughput, imgsz 320 | {ours['train_ips'] / base['train_ips']:.2f}x | >= 0.5x |")
+        lines.append(f"| training throughput, imgsz 320 | {ours['train_ips'] / base['train_ips']:.2f}x | >= 0.6x |")
     o640, b640 = by.get(("fer-yolo-mamba-s", 640)), by.get(("yolov8s", 640))
     if o640 and b640:
         g = (o640["torch_b1"] / ours["torch_b1"]) / (b640["torch_b1"] / base["torch_b1"])
@@ -205,7 +237,7 @@ def targets(rows: list[dict]) -> str:
 
 
 def plot(rows: list[dict], file: Path):
-    """Latency against pixel count for every model (torch b1 solid, ORT b1 dashed)."""
+    """Latency against pixel count for every model (torch b1 solid, ORT b1 dashed, OpenVINO b1 dotted)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -216,8 +248,9 @@ def plot(rows: list[dict], file: Path):
         rs = sorted((r for r in rows if r["model"] == name), key=lambda r: r["imgsz"])
         px = [r["imgsz"] ** 2 / 1e3 for r in rs]
         line, = ax.plot(px, [r["torch_b1"] * 1e3 for r in rs], "o-", label=f"{name} torch")
-        if "ort_b1" in rs[0]:
-            ax.plot(px, [r["ort_b1"] * 1e3 for r in rs], "s--", color=line.get_color(), label=f"{name} ORT")
+        for key, style, runtime in (("ort_b1", "s--", "ORT"), ("ov_b1", "^:", "OpenVINO")):
+            if key in rs[0]:
+                ax.plot(px, [r[key] * 1e3 for r in rs], style, color=line.get_color(), label=f"{name} {runtime}")
     ax.set_xlabel("pixels per image (thousands)")
     ax.set_ylabel("CPU latency, batch 1 (ms)")
     ax.set_title(f"Cost growth with input size ({torch.get_num_threads()} CPU threads)")
@@ -229,20 +262,21 @@ def plot(rows: list[dict], file: Path):
 
 
 def main(models="fer-yolo-mamba-n,yolov8n,fer-yolo-mamba-s,yolov8s", imgsz="160,320,480,640", repeats=20,
-         warmup=3, batch16=True, onnx=True, train=True, n_train=40, train_rounds=2, out="runs/bench", readme=False):
+         warmup=3, batch16=True, onnx=True, openvino=True, train=True, n_train=40, train_rounds=2, out="runs/bench",
+         readme=False):
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     models = [m for m in str(models).split(",") if m]
     sizes = [int(s) for s in str(imgsz).split(",") if s]
     with tempfile.TemporaryDirectory() as tmp:
-        rows = measure(models, sizes, repeats, warmup, batch16, onnx, train, n_train, train_rounds, Path(tmp))
+        rows = measure(models, sizes, repeats, warmup, batch16, onnx, openvino, train, n_train, train_rounds, Path(tmp))
     from ultralytics.utils.torch_utils import get_cpu_info
 
     text = (f"Measured by `python benchmarks/bench_models.py` on {get_cpu_info()} ({os.cpu_count()} cores, "
             f"{torch.get_num_threads()} torch threads), torch {torch.__version__}, {time.strftime('%Y-%m-%d')}; "
             f"latency in ms (median of {repeats}), training in images/s (batch {TRAIN_BATCH} / median iteration time, "
             f"{train_rounds} alternating epochs of {n_train} images per model), ratios to the yolov8 model of the "
-            f"same scale.\n\n" + tables(rows) + targets(rows))
+            f"same scale.{openvino_precision() if openvino else ''}\n\n" + tables(rows) + targets(rows))
     print(text)
     (out / "bench_models.md").write_text(text + "\n")
     (out / "bench_models.json").write_text(json.dumps(rows, indent=2))

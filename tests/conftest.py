@@ -1,7 +1,9 @@
 """Shared test set-up: no network, a tiny generated detection dataset, the `cuda` marker."""
 
+import logging
 import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 os.environ.setdefault("YOLO_OFFLINE", "1")  # before ultralytics is imported anywhere
@@ -10,6 +12,10 @@ os.environ.setdefault("YOLO_VERBOSE", "false")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+import torch  # noqa: E402
+
+if not torch.cuda.is_available():  # the Triton kernels run in Triton's interpreter (read when they are decorated)
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 NAMES = ["Anger", "Disgust", "Fear", "Happy", "Neutral", "Sad", "Surprise"]
 
@@ -68,3 +74,24 @@ def offline_env(tmp_path) -> dict:
 
 
 PYTHON = sys.executable
+
+
+@contextmanager
+def logged(level: int = logging.WARNING):
+    """Collect what Ultralytics' LOGGER emits at ``level`` and above, as (level, message) pairs.
+
+    LOGGER's own level is lowered for the duration (YOLO_VERBOSE=false in tests hides warnings otherwise).
+    """
+    from ultralytics.utils import LOGGER
+
+    records = []
+    handler = logging.Handler(level)
+    handler.emit = lambda record: records.append((record.levelno, record.getMessage()))
+    old = LOGGER.level
+    LOGGER.addHandler(handler)
+    LOGGER.setLevel(level)
+    try:
+        yield records
+    finally:
+        LOGGER.removeHandler(handler)
+        LOGGER.setLevel(old)

@@ -180,13 +180,56 @@ def test_rafdb(rafdb, tmp_path):
     assert tree(out) == first  # idempotent
 
 
-def test_rerun_removes_stale_files(rafdb, tmp_path):
+def test_rerun_removes_only_its_own_stale_files(rafdb, tmp_path):
+    """An image gone from the source: its outputs of the earlier run go; a user's file of the same kind stays."""
     out = tmp_path / "out"
     convert("rafdb", str(rafdb), str(out))
-    write_image(out / "images" / "train" / "old.jpg")
-    (out / "labels" / "train" / "old.txt").write_text("0 0.5 0.5 0.1 0.1\n")
-    convert("rafdb", str(rafdb), str(out))
-    assert not (out / "images" / "train" / "old.jpg").exists() and not (out / "labels" / "train" / "old.txt").exists()
+    mine = write_image(out / "images" / "train" / "old.jpg")
+    (rafdb / "Image" / "original" / "train_00002.jpg").unlink()
+    s = convert("rafdb", str(rafdb), str(out))
+    assert s["images"] == {"train": 3, "val": 2}
+    assert not (out / "images" / "train" / "train_00002.jpg").exists()
+    assert not (out / "labels" / "train" / "train_00002.txt").exists()
+    assert mine.is_file()
+
+
+def test_users_files_in_out_survive_byte_for_byte(rafdb, tmp_path):
+    out = tmp_path / "out"
+    users = [write_image(out / "images" / "train" / "my_photo.jpg"), out / "labels" / "train" / "my_photo.txt",
+             out / "notes.txt"]
+    users[1].parent.mkdir(parents=True)
+    users[1].write_text("3 0.5 0.5 0.2 0.2\n")
+    users[2].write_text("where this data came from\n")
+    before = {str(p): p.read_bytes() for p in users}
+    first = convert("rafdb", str(rafdb), str(out))
+    after_first = tree(out)
+    assert convert("rafdb", str(rafdb), str(out)) == first
+    assert tree(out) == after_first  # re-running gives identical output
+    assert {str(p): p.read_bytes() for p in users} == before
+    assert sorted(p.name for p in (out / "images" / "train").iterdir()) == [
+        "my_photo.jpg", "train_00001.jpg", "train_00002.jpg", "train_00009.jpg", "train_00013.jpg"]
+
+
+@pytest.mark.parametrize("taken", ["images/train/train_00001.jpg", "labels/val/test_00002.txt", "data.yaml"])
+def test_refuses_before_touching_anything_when_it_would_overwrite_a_users_file(rafdb, tmp_path, taken):
+    out = tmp_path / "out"
+    (out / taken).parent.mkdir(parents=True, exist_ok=True)
+    (out / taken).write_bytes(b"the user's own file")
+    before = tree(out), sorted(out.rglob("*"))
+    with pytest.raises(SystemExit, match=rf"convert: out={out} already holds 1 file convert did not write and "
+                                         rf"would overwrite: {taken}\. Nothing was changed"):
+        convert("rafdb", str(rafdb), str(out))
+    assert (tree(out), sorted(out.rglob("*"))) == before  # no file or folder written
+    assert {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()} == {taken}
+
+
+def test_a_manifest_it_did_not_write_is_refused(rafdb, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "convert_manifest.json").write_text("{}")
+    with pytest.raises(SystemExit, match=r"convert_manifest\.json was not written by fer-yolo-mamba convert"):
+        convert("rafdb", str(rafdb), str(out))
+    assert [p.name for p in out.iterdir()] == ["convert_manifest.json"]
 
 
 def test_strict_stops_at_first_problem(rafdb, tmp_path):

@@ -1,11 +1,12 @@
-"""The fused cross-scan + selective scan + cross-merge (numba, CPU) against the composition it replaces."""
+"""The fused cross-scan + selective scan + cross-merge (numba, CPU) against the composition it replaces, and one
+OSSM layer with the same weights on every CPU backend."""
 
 import pytest
 import torch
 
 from ultra_fer_mamba.nn import OSSM
-from ultra_fer_mamba.ops import cross_merge, cross_scan, scan_orders, selective_scan_ref, set_scan_backend
-from ultra_fer_mamba.ops import cross_selective_scan as xss
+from ultra_fer_mamba.ops import (cross_merge, cross_scan, cross_selective_scan, get_scan_backend, scan_orders,
+                                 selective_scan_ref, set_scan_backend)
 
 # (b, h, w, k, e, n): channels not a multiple of LANES, 4 directions, a 1-row grid, l > CHUNK and not a multiple
 SHAPES = [(2, 5, 7, 8, 40, 4), (1, 3, 4, 4, 6, 3), (2, 1, 7, 8, 33, 16), (1, 9, 9, 8, 8, 2)]
@@ -41,8 +42,7 @@ def test_fused_matches_literal_reference_float64(shape, softplus):
     if not softplus:
         inputs[1] = (inputs[1].detach().abs() + 0.05).requires_grad_()  # positive step sizes without softplus
     h, w = shape[1], shape[2]
-    assert xss.fused_available(inputs[0])
-    y = xss.cross_selective_scan(*inputs, h, w, delta_softplus=softplus)
+    y = cross_selective_scan(*inputs, h, w, delta_softplus=softplus, backend="numba")
     y_ref = literal_reference(*inputs, h, w, softplus=softplus)
     torch.testing.assert_close(y, y_ref, rtol=1e-7, atol=1e-9)
     gy = torch.randn_like(y)
@@ -58,24 +58,25 @@ def test_fused_float32_and_no_grad_path(shape):
     h, w = shape[1], shape[2]
     x64 = make_inputs(*shape, torch.float64)
     x32 = [t.detach().float().requires_grad_() for t in x64]
-    y64 = xss.cross_selective_scan(*x64, h, w)
-    y32 = xss.cross_selective_scan(*x32, h, w)
+    y64 = cross_selective_scan(*x64, h, w, backend="numba")
+    y32 = cross_selective_scan(*x32, h, w, backend="numba")
     assert y32.dtype == torch.float32
     torch.testing.assert_close(y32.double(), y64, rtol=1e-5, atol=1e-5)
     with torch.inference_mode():
-        y_inf = xss.cross_selective_scan(*x32, h, w)
+        y_inf = cross_selective_scan(*x32, h, w, backend="numba")
     torch.testing.assert_close(y_inf, y32.detach(), rtol=1e-6, atol=1e-6)
 
 
-def test_composition_path_is_the_same_function():
-    """backend='ref' (and numba switched off) run cross_merge(scan(cross_scan)) and agree with the fused kernels."""
-    shape = SHAPES[0]
+@pytest.mark.parametrize("directions", [4, 8])
+def test_composition_path_is_the_same_function(directions):
+    """backend='ref' and 'torch' run cross_merge(scan(cross_scan)) and agree with the fused kernels ('numba')."""
+    shape = (2, 5, 7, directions, 40, 4)
     h, w = shape[1], shape[2]
     inputs = make_inputs(*shape, torch.float64)
-    assert not xss.fused_available(inputs[0], backend="ref")
-    y_fused = xss.cross_selective_scan(*inputs, h, w)
-    y_comp = xss.cross_selective_scan(*inputs, h, w, backend="ref")
+    y_fused = cross_selective_scan(*inputs, h, w, backend="numba")
+    y_comp = cross_selective_scan(*inputs, h, w, backend="ref")
     torch.testing.assert_close(y_fused, y_comp, rtol=1e-7, atol=1e-9)
+    torch.testing.assert_close(cross_selective_scan(*inputs, h, w, backend="torch"), y_comp, rtol=1e-7, atol=1e-9)
     # the composition itself, spelled out with the public ops
     u, delta, A, B, C, D, bias = inputs
     b, l, e = u.shape
@@ -90,41 +91,39 @@ def test_composition_path_is_the_same_function():
     torch.testing.assert_close(y_comp, cross_merge(ys.view(b, k, e, l), h, w).transpose(1, 2), rtol=1e-7, atol=1e-9)
 
 
-def test_no_numba_env_uses_composition(monkeypatch):
-    monkeypatch.setenv("FER_MAMBA_NO_NUMBA", "1")
-    assert not xss.fused_available(torch.zeros(1, 4, 2))
-
-
 def test_bad_shapes_name_the_arguments():
     inputs = make_inputs(1, 3, 4, 8, 6, 3, torch.float32)
     with pytest.raises(ValueError, match="do not fit h=4, w=4"):
-        xss.cross_selective_scan(*inputs, 4, 4)
+        cross_selective_scan(*inputs, 4, 4)
 
 
 @pytest.mark.parametrize("directions", [8, 4])
-def test_ossm_fused_equals_reference_backend(directions):
-    """A whole OSSM layer (fused CPU path) against the same layer on the 'ref' backend: output and the SSM
-    parameters' gradients (float64, with non-default parameters so a transposed A or D would show)."""
+def test_ossm_same_weights_flip_the_backend(directions):
+    """One OSSM layer, the same weights, the default backend flipped between numba (fused kernels), torch (chunked
+    torch ops) and ref (the recurrence): the same output and the same gradients of every parameter (float64, with
+    non-default parameters so that a transposed A or D would show), in training and in inference."""
     torch.manual_seed(0)
     m = OSSM(16, d_state=4, directions=directions).double()
     with torch.no_grad():
         m.A_logs.add_(0.3 * torch.randn_like(m.A_logs))
         m.Ds.add_(0.5 * torch.randn_like(m.Ds))
     x = torch.randn(2, 16, 5, 6, dtype=torch.float64)
-    outs = []
-    for backend in ("auto", "ref"):
+    before, outs = get_scan_backend(), {}
+    for backend in ("numba", "torch", "ref"):
         set_scan_backend(backend)
         try:
             m.zero_grad()
             y = m(x)
             y.square().sum().backward()
-            outs.append((y.detach(), [p.grad.clone() for p in (m.A_logs, m.Ds, m.x_proj_weight, m.dt_projs_weight,
-                                                              m.dt_projs_bias, m.in_proj.weight)]))
+            with torch.no_grad():
+                y_inference = m(x)
+            outs[backend] = [y.detach(), y_inference] + [p.grad.clone() for p in m.parameters()]
         finally:
-            set_scan_backend("auto")
-    torch.testing.assert_close(outs[0][0], outs[1][0], rtol=1e-8, atol=1e-10)
-    for g, g_ref in zip(outs[0][1], outs[1][1]):
-        torch.testing.assert_close(g, g_ref, rtol=1e-7, atol=1e-9)
+            set_scan_backend(before)
+    names = ["y", "y (no_grad)"] + [n for n, _ in m.named_parameters()]
+    for backend in ("numba", "torch"):
+        for name, a, e in zip(names, outs[backend], outs["ref"]):
+            torch.testing.assert_close(a, e, rtol=1e-7, atol=1e-9, msg=lambda msg: f"{backend} {name}: {msg}")
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "b{}h{}w{}k{}e{}n{}".format(*s))
@@ -142,11 +141,11 @@ def test_low_rank_step_sizes_on_every_path(shape):
     y_ref = literal_reference(inputs[0], delta, *inputs[2:], h, w)
     low = [inputs[0], dts] + inputs[2:]
     with torch.no_grad():
-        y_inf = xss.cross_selective_scan(*low, h, w, dt_weight=wdt)
-        y_comp = xss.cross_selective_scan(*low, h, w, dt_weight=wdt, backend="ref")
+        y_inf = cross_selective_scan(*low, h, w, dt_weight=wdt, backend="numba")
+        y_comp = cross_selective_scan(*low, h, w, dt_weight=wdt, backend="ref")
     torch.testing.assert_close(y_inf, y_ref.detach(), rtol=1e-7, atol=1e-9)
     torch.testing.assert_close(y_comp, y_ref.detach(), rtol=1e-7, atol=1e-9)
-    y = xss.cross_selective_scan(*low, h, w, dt_weight=wdt)
+    y = cross_selective_scan(*low, h, w, dt_weight=wdt, backend="numba")
     torch.testing.assert_close(y, y_ref, rtol=1e-7, atol=1e-9)
     gy = torch.randn_like(y)
     leaves = [dts, wdt, inputs[0], inputs[5]]  # dts, dt_weight, u, D (D's skip is inside the inference kernel)
@@ -154,43 +153,7 @@ def test_low_rank_step_sizes_on_every_path(shape):
                                 torch.autograd.grad(y_ref, leaves, gy)):
         torch.testing.assert_close(gr, gr_ref, rtol=1e-7, atol=1e-9, msg=lambda m: f"d{name}: {m}")
     with torch.no_grad():  # float32 inference kernel within 1e-5 of float64
-        y32 = xss.cross_selective_scan(*[t.float() for t in low], h, w, dt_weight=wdt.float())
+        y32 = cross_selective_scan(*[t.float() for t in low], h, w, dt_weight=wdt.float(), backend="numba")
     torch.testing.assert_close(y32.double(), y_ref.detach(), rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="dt_weight"):
-        xss.cross_selective_scan(*low, h, w, dt_weight=wdt[:, :, :2])
-
-
-def test_float32_pow2_and_softplus_helpers():
-    """The kernels' float32 exp (2**x with A pre-scaled by log2 e) and softplus against float64: within 2 ulp
-    and 2e-6 relative over the ranges the scans meet, finite and positive below the clamp, exact in float64."""
-    numba = pytest.importorskip("numba")
-    import numpy as np
-
-    from ultra_fer_mamba.ops import scan_kernels as K
-
-    @numba.njit
-    def run(x, pw, ps, p2, sp):
-        cf = (pw[0], pw[1], pw[2], pw[3], pw[4], pw[5], pw[6], pw[7])
-        sc = (ps[0], ps[1], ps[2], ps[3], ps[4], ps[5], ps[6], ps[7], ps[8], ps[9])
-        for i in range(x.shape[0]):
-            p2[i] = K._pow2(x[i], cf)
-            sp[i] = K._softplus(x[i], cf, sc)
-
-    def both(x):
-        p2, sp = np.empty_like(x), np.empty_like(x)
-        run(x, K.pow2_coefficients(x.dtype), K.softplus_coefficients(x.dtype), p2, sp)
-        return p2, sp
-
-    x = np.linspace(-125.0, 127.0, 1_000_003).astype(np.float32)
-    p2, _ = both(x)
-    assert np.abs(p2 / np.exp2(x.astype(np.float64)) - 1).max() < 2.4e-7  # 2 ulp
-    xs = np.linspace(-30.0, 30.0, 600_001).astype(np.float32)
-    _, sp = both(xs)
-    assert np.abs(sp / np.logaddexp(0.0, xs.astype(np.float64)) - 1).max() < 2e-6
-    p2, sp = both(np.array([-1e4, -300.0, 200.0], np.float32))
-    assert p2[0] == p2[1] == np.float32(2.0**-125) and np.isfinite(p2[2])  # clamped, never subnormal or wrapped
-    assert sp[2] == np.float32(200.0) and 0.0 < sp[1] < 1e-37
-    x64 = np.linspace(-50.0, 50.0, 1001)
-    p2, sp = both(x64)
-    np.testing.assert_allclose(p2, np.exp2(x64), rtol=1e-14)
-    np.testing.assert_allclose(sp, np.logaddexp(0.0, x64), rtol=1e-14)
+        cross_selective_scan(*low, h, w, dt_weight=wdt[:, :, :2])

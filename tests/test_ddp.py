@@ -47,7 +47,7 @@ finally:
     print("WORKER " + json.dumps({
         "rank": dist.get_rank(), "world_size": dist.get_world_size(),
         "plugin_imported": "ultra_fer_mamba" in sys.modules,
-        "trainer_patched": bool(trainer and getattr(trainer.BaseTrainer.build_optimizer, "_ultra_fer_mamba", False)),
+        "trainer_patched": bool(trainer and getattr(trainer.BaseTrainer.build_optimizer, "__ultra_fer_mamba__", False)),
     }), flush=True)
     dist.destroy_process_group()
 """

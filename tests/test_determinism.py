@@ -64,7 +64,7 @@ def test_scan_backward_is_bitwise_repeatable(b, g, d):
     results = []
     for _ in range(3):
         leaves = [t.clone().requires_grad_() for t in inputs]
-        y = selective_scan(*leaves[:6], z=leaves[6], delta_bias=leaves[7], delta_softplus=True, backend="torch")
+        y = selective_scan(*leaves[:6], z=leaves[6], delta_bias=leaves[7], delta_softplus=True, backend="numba")
         (y * torch.linspace(-1, 1, l)).sum().backward()
         results.append([y.detach()] + [t.grad for t in leaves])
     for other in results[1:]:

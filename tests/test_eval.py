@@ -155,11 +155,7 @@ def test_info_stock_yolo_has_no_extra(yolo):
 def test_info_fer_yolo_mamba_counts_the_scan():
     from ultralytics import YOLO
 
-    try:
-        model = YOLO("fer-yolo-mamba-n.yaml")
-    except Exception as e:  # the model YAMLs are registered by another part of the package
-        pytest.skip(f"fer-yolo-mamba-n.yaml not resolvable yet: {e}")
-    r = info(model, imgsz=128, verbose=False)
+    r = info(YOLO("fer-yolo-mamba-n.yaml"), imgsz=128, verbose=False)  # a build error fails the test
     assert r["gflops_with_scan"] > r["gflops"] > 0
 
 

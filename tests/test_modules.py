@@ -45,6 +45,26 @@ def test_ossm_bad_directions():
         OSSM(8, directions=5)
 
 
+@pytest.mark.parametrize("kwargs, message", [
+    ({"d_conv": 4}, r"d_conv=4 is not supported; use an odd int \(1, 3, 5, ...\)"),
+    ({"d_conv": 0}, "d_conv=0"),
+    ({"d_conv": 3.0}, "d_conv=3.0"),
+    ({"dt_rank": 0}, r"dt_rank=0 is not supported; use an int >= 1 or 'auto'"),
+    ({"dt_rank": 2.5}, "dt_rank=2.5"),
+    ({"dt_rank": "full"}, "dt_rank='full'"),
+])
+def test_ossm_bad_d_conv_and_dt_rank_name_the_allowed_values(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        OSSM(8, **kwargs)
+
+
+@pytest.mark.parametrize("d_conv, dt_rank", [(1, 1), (5, 3), (3, "auto")])
+def test_ossm_good_d_conv_and_dt_rank(d_conv, dt_rank):
+    m = OSSM(8, d_conv=d_conv, dt_rank=dt_rank)
+    assert m.conv2d.kernel_size == (d_conv, d_conv) and m.r == (1 if dt_rank == "auto" else dt_rank)
+    assert m(torch.randn(1, 8, 3, 5)).shape == (1, 8, 3, 5)
+
+
 def _zero_proj(m):
     torch.nn.init.zeros_(m.proj.weight)
     torch.nn.init.zeros_(m.proj.bias)

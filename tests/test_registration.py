@@ -1,31 +1,24 @@
 """The four names inside stock Ultralytics: YAML family, scales, parser errors, weight transfer."""
 
-import logging
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
+from conftest import logged
 from ultralytics.nn.tasks import DetectionModel
-from ultralytics.utils import LOGGER
 
 import ultra_fer_mamba
-from ultra_fer_mamba.integration.ultralytics import resolve_model_yaml, yaml_dir
+from ultra_fer_mamba.integration import resolve_model_yaml, yaml_dir
 from ultra_fer_mamba.nn import OSSM, FERYOLOVSS1, FERYOLOVSS2
 
 YAMLS = sorted(p.name for p in yaml_dir().glob("*.yaml"))
 # P3, P4, P5 output channels by scale: yolov8's widths, VSS2 keeping its input channels at P5
 OUT_CHANNELS = {"n": (64, 128, 256), "s": (128, 256, 512), "m": (192, 384, 768), "l": (256, 512, 1024),
                 "x": (320, 640, 1280)}
-
-
-class _Warnings(logging.Handler):
-    def __init__(self):
-        super().__init__(logging.WARNING)
-        self.records = []
-
-    def emit(self, record):
-        self.records.append(record.getMessage())
 
 
 def test_shipped_yamls():
@@ -55,14 +48,10 @@ def test_every_yaml_every_scale_builds_and_runs(scale, monkeypatch, tmp_path):
 
 
 def test_bare_name_is_scale_s_and_prints_no_warning():
-    handler = _Warnings()
-    LOGGER.addHandler(handler)
-    try:
+    with logged() as records:  # warnings shown (LOGGER's level lowered for the test)
         bare = DetectionModel("fer-yolo-mamba.yaml", nc=7, verbose=True)
         small = DetectionModel("fer-yolo-mamba-s.yaml", nc=7, verbose=False)
-    finally:
-        LOGGER.removeHandler(handler)
-    assert handler.records == []
+    assert records == []
     assert bare.yaml["scale"] == small.yaml["scale"] == "s"
     assert sum(p.numel() for p in bare.parameters()) == sum(p.numel() for p in small.parameters())
 
@@ -128,3 +117,55 @@ def test_registration_is_idempotent():
     before = tasks.parse_model
     ultra_fer_mamba.register()
     assert tasks.parse_model is before
+
+
+def _fresh_python(script: str, tmp_path) -> subprocess.CompletedProcess:
+    """Run a script in a fresh interpreter with the .pth hook on, as installed; it must succeed."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "ULTRA_FER_MAMBA_NO_HOOK")}
+    env.update(YOLO_OFFLINE="1", YOLO_CONFIG_DIR=str(tmp_path / "cfg"))
+    r = subprocess.run([sys.executable, "-c", script], env=env, cwd=tmp_path, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return r
+
+
+@pytest.mark.parametrize("version", ["8.2.103", "8.5.0", "9.0.1"])
+def test_unsupported_ultralytics_gets_one_clear_message(monkeypatch, version):
+    import ultralytics
+
+    monkeypatch.setattr(ultralytics, "__version__", version)
+    with pytest.raises(ImportError) as e:
+        ultra_fer_mamba.register()
+    assert str(e.value) == (f"ultra-fer-mamba supports ultralytics>=8.3.215,<8.5 (the range it is tested on); found "
+                            f"{version}. Install a supported version: pip install 'ultralytics>=8.3.215,<8.5'")
+
+
+def test_unsupported_ultralytics_through_the_hook_warns_once_and_stock_still_works(tmp_path):
+    """The .pth hook never breaks Ultralytics: one warning with the message, and stock models build."""
+    script = ("import sys, ultralytics\nultralytics.__version__ = '8.2.103'\nfrom ultralytics import YOLO\n"
+              "import ultralytics.engine.trainer\nYOLO('yolov8n.yaml')\n"
+              "print('plugin', 'ultra_fer_mamba' in sys.modules)")
+    r = _fresh_python(script, tmp_path)
+    assert r.stdout.strip().endswith("plugin False")
+    assert r.stderr.count("ultra-fer-mamba supports ultralytics>=8.3.215,<8.5 (the range it is tested on); "
+                          "found 8.2.103.") == 1, r.stderr
+
+
+def test_declared_range_is_the_supported_range():
+    from ultra_fer_mamba.integration import SUPPORTED
+
+    pyproject = (Path(__file__).parents[1] / "pyproject.toml").read_text()
+    assert f'"ultralytics>={SUPPORTED[0]},<{SUPPORTED[1]}",' in [line.strip() for line in pyproject.splitlines()]
+
+
+@pytest.mark.parametrize("first", ["from ultralytics import YOLO", "import ultralytics.engine.trainer",
+                                   "from ultralytics.engine.exporter import Exporter", "import ultra_fer_mamba"])
+def test_hook_installs_every_wrapper_whatever_is_imported_first(first, tmp_path):
+    """The hook registers inside Ultralytics' own import: modules still importing are wrapped when they finish."""
+    script = (f"import warnings\nwarnings.simplefilter('error', UserWarning)\n{first}\n"
+              "import ultralytics.engine.trainer as t\nfrom ultralytics.nn import tasks\n"
+              "print(sorted(f.__name__ for f in (tasks.parse_model, tasks.check_yaml, tasks.guess_model_scale, "
+              "tasks.torch_safe_load, t.check_amp, t.BaseTrainer.build_optimizer) if hasattr(f, '__wrapped__')))")
+    r = _fresh_python(script, tmp_path)
+    assert r.stdout.split("\n")[-2] == str(sorted(["parse_model", "check_yaml", "guess_model_scale", "torch_safe_load",
+                                                   "check_amp", "build_optimizer"]))

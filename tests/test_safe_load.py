@@ -65,7 +65,7 @@ def _load(paths, tmp_path, safe: bool) -> list[dict]:
 def test_safe_load_accepts_our_models_and_refuses_the_rest(saved, tmp_path):
     marker = tmp_path / "payload_ran"
     hostile = _with_extra(saved, tmp_path / "hostile.pt", _Payload(marker))
-    from ultra_fer_mamba.integration.ultralytics import resolve_model_yaml
+    from ultra_fer_mamba.integration import resolve_model_yaml
 
     other = _with_extra(saved, tmp_path / "other.pt", resolve_model_yaml)  # an object of our package, not a model
 

@@ -1,19 +1,19 @@
 """Selective scan backends against the reference recurrence: values, last state and every input
 gradient over a grid of awkward shapes and options, per-dtype tolerances, long strongly-decaying
-sequences, autocast, backend errors, CUDA (skipped without it), and the ONNX / TorchScript export path."""
+sequences, autocast, CUDA (skipped without it), and the ONNX / TorchScript export path."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from ultra_fer_mamba.ops import cross_merge, cross_scan, selective_scan, selective_scan_ref
-from ultra_fer_mamba.ops import scan_torch
-from ultra_fer_mamba.ops.cuda_kernel import has_mamba_ssm
+from ultra_fer_mamba.ops import cross_merge, cross_scan, has_mamba_ssm, selective_scan, selective_scan_ref
+from ultra_fer_mamba.ops.numba import autograd as numba_autograd
 
 # compared with the float64 reference: (rtol, atol relative to the reference's largest magnitude)
 TOL = {torch.float64: (1e-6, 1e-9), torch.float32: (1e-4, 1e-5)}
 
-# (b, d, n, l, g): L = 1, prime L, G = 1, G = D, (b, n, l) B and C, lengths across checkpoint blocks
+# (b, d, n, l, g): L = 1, prime L, G = 1, G = D, (b, n, l) B and C, lengths across checkpoint blocks, channels per
+# group not a multiple of the lane block
 SHAPES = [
     (2, 4, 3, 1, 1),
     (2, 6, 4, 13, 3),
@@ -21,6 +21,7 @@ SHAPES = [
     (2, 4, 16, 70, 1),
     (1, 6, 4, 131, 2),
     (2, 4, 2, 29, None),  # B, C as (b, n, l)
+    (1, 26, 3, 41, 2),  # 13 channels per group: blocks of 8 + 5 with the lanes forced to 8 (lanes fixture)
 ]
 # (D, z, delta_bias, delta_softplus, return_last_state)
 OPTIONS = [
@@ -30,19 +31,15 @@ OPTIONS = [
     (False, True, False, True, True),
     (True, True, False, False, True),
 ]
+CPU_BACKENDS = ["numba", "torch"]  # the two fast CPU implementations
 
 
-@pytest.fixture(params=["numba", "torch-ops"])
-def cpu_path(request, monkeypatch):
-    """The two CPU implementations behind backend="torch": numba kernels and the pure torch-ops fallback."""
-    if request.param == "numba":
-        if scan_torch._kernels() is None:
-            pytest.skip("numba did not import")
-        monkeypatch.delenv("FER_MAMBA_NO_NUMBA", raising=False)
-        assert scan_torch.numba_enabled()
-    else:
-        monkeypatch.setenv("FER_MAMBA_NO_NUMBA", "1")
-        assert not scan_torch.numba_enabled()
+@pytest.fixture(params=[None, 8], ids=["lanes-auto", "lanes-8"])
+def lanes(request, monkeypatch):
+    """The numba kernels' lane blocks as chosen for this machine, and forced to 8 (tail blocks in every group)."""
+    if request.param:
+        monkeypatch.setattr(numba_autograd, "LANES", request.param)
+        monkeypatch.setattr(numba_autograd, "BWD_LANES", request.param)
     return request.param
 
 
@@ -88,9 +85,9 @@ def assert_close_scaled(actual, expected, dtype, name):
                                msg=lambda m: f"{name}: {m}")
 
 
-def compare_with_ref(b, d, n, l, g, options, dtype):
+def compare_with_ref(b, d, n, l, g, options, dtype, backend):
     inputs = make_inputs(b, d, n, l, g, dtype, options)
-    outs, grads, w = run(lambda **k: selective_scan(**k, backend="torch"), inputs, options)
+    outs, grads, w = run(lambda **k: selective_scan(**k, backend=backend), inputs, options)
     ref_inputs = {k: None if v is None else v.detach().double().requires_grad_() for k, v in inputs.items()}
     ref_outs, ref_grads, _ = run(selective_scan_ref, ref_inputs, options, [x.double() for x in w])
     assert outs[0].dtype == dtype
@@ -102,40 +99,36 @@ def compare_with_ref(b, d, n, l, g, options, dtype):
         assert_close_scaled(grads[name], ref_grads[name], dtype, f"d{name}")
 
 
-@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "b{}d{}n{}l{}g{}".format(*s))
-@pytest.mark.parametrize("options", OPTIONS, ids=lambda o: "".join("DzbSh"[i] if v else "-" for i, v in enumerate(o)))
-def test_float64_matches_reference(cpu_path, shape, options):
-    compare_with_ref(*shape, options, torch.float64)
+IDS = dict(ids=lambda s: "b{}d{}n{}l{}g{}".format(*s))
+OPTION_IDS = dict(ids=lambda o: "".join("DzbSh"[i] if v else "-" for i, v in enumerate(o)))
 
 
-@pytest.mark.parametrize("shape", SHAPES[1:5], ids=lambda s: "b{}d{}n{}l{}g{}".format(*s))
+@pytest.mark.parametrize("shape", SHAPES, **IDS)
+@pytest.mark.parametrize("options", OPTIONS, **OPTION_IDS)
+def test_numba_float64_matches_reference(lanes, shape, options):
+    compare_with_ref(*shape, options, torch.float64, "numba")
+
+
+@pytest.mark.parametrize("shape", SHAPES, **IDS)
+@pytest.mark.parametrize("options", OPTIONS, **OPTION_IDS)
+def test_torch_ops_float64_matches_reference(shape, options):
+    compare_with_ref(*shape, options, torch.float64, "torch")
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("shape", SHAPES[1:5] + SHAPES[6:], **IDS)
+@pytest.mark.parametrize("options", OPTIONS[:2], **OPTION_IDS)
+def test_float32_matches_reference(backend, shape, options):
+    compare_with_ref(*shape, options, torch.float32, backend)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("shape", SHAPES, **IDS)
 @pytest.mark.parametrize("options", OPTIONS[:2], ids=["all", "none"])
-def test_float32_matches_reference(cpu_path, shape, options):
-    compare_with_ref(*shape, options, torch.float32)
-
-
-def test_works_without_numba(monkeypatch):
-    """numba failing to import leaves the torch-ops path (the module imports numba lazily, once)."""
-    import sys
-
-    monkeypatch.setitem(sys.modules, "numba", None)  # `import numba` now raises ImportError
-    monkeypatch.delitem(sys.modules, "ultra_fer_mamba.ops.scan_kernels", raising=False)
-    monkeypatch.delattr(sys.modules["ultra_fer_mamba.ops"], "scan_kernels", raising=False)
-    monkeypatch.setattr(scan_torch, "_KERNELS", None)
-    monkeypatch.setattr(scan_torch, "_KERNELS_TRIED", False)
-    monkeypatch.delenv("FER_MAMBA_NO_NUMBA", raising=False)
-    assert not scan_torch.numba_enabled()
-    compare_with_ref(2, 6, 4, 13, 3, OPTIONS[0], torch.float64)
-
-
-@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "b{}d{}n{}l{}g{}".format(*s))
-@pytest.mark.parametrize("options", OPTIONS[:2], ids=["all", "none"])
-def test_no_grad_path_matches_grad_path(cpu_path, shape, options):
-    """Inference (no autograd: nothing saved, channels in pairs where possible) gives the training
-    forward's values to float32 rounding (the two kernels are compiled apart, and LLVM may fuse their
-    multiply-adds differently on another CPU, so bit equality is not promised)."""
+def test_no_grad_path_matches_grad_path(backend, shape, options):
+    """Inference (no autograd: nothing saved) gives the training forward's values to float32 rounding."""
     inputs = make_inputs(*shape, torch.float32, options)
-    kw = dict(delta_softplus=options[3], return_last_state=True, backend="torch")
+    kw = dict(delta_softplus=options[3], return_last_state=True, backend=backend)
     y_grad, h_grad = selective_scan(**inputs, **kw)
     with torch.no_grad():
         y, h = selective_scan(**inputs, **kw)
@@ -143,7 +136,8 @@ def test_no_grad_path_matches_grad_path(cpu_path, shape, options):
     torch.testing.assert_close(h, h_grad.detach(), rtol=4e-6, atol=1e-6)
 
 
-def test_long_sequence_strong_decay_is_finite(cpu_path):
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_long_sequence_strong_decay_is_finite(backend):
     """L = 6400 with delta*A down to about -500 (exp underflows): finite where the reference is finite."""
     options = (True, False, True, True, True)
     b, d, n, l = 1, 4, 4, 6400
@@ -151,7 +145,7 @@ def test_long_sequence_strong_decay_is_finite(cpu_path):
     with torch.no_grad():
         inputs["delta"].add_(3.0)  # softplus(delta) ~ 3, |A| ~ 20 * e^(0.5 N(0,1))
     assert (F.softplus(inputs["delta"] + inputs["delta_bias"][:, None]).max() * -inputs["A"].min()).item() > 100
-    outs, grads, w = run(lambda **k: selective_scan(**k, backend="torch"), inputs, options)
+    outs, grads, w = run(lambda **k: selective_scan(**k, backend=backend), inputs, options)
     for t in (*outs, *grads.values()):
         assert torch.isfinite(t).all()
     with torch.no_grad():
@@ -161,7 +155,7 @@ def test_long_sequence_strong_decay_is_finite(cpu_path):
     torch.testing.assert_close(outs[1], h_ref, rtol=1e-4, atol=1e-4 * h_ref.abs().max().item())
 
 
-@pytest.mark.parametrize("backend", ["torch", "ref"])
+@pytest.mark.parametrize("backend", ["numba", "torch", "ref"])
 def test_autocast_bfloat16_keeps_dtype_and_float32_math(backend):
     inputs = make_inputs(2, 4, 3, 20, 2, torch.bfloat16, OPTIONS[0])
     with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -175,42 +169,44 @@ def test_autocast_bfloat16_keeps_dtype_and_float32_math(backend):
     assert inputs["u"].grad.dtype == torch.bfloat16 and torch.isfinite(inputs["u"].grad.float()).all()
 
 
-def test_inputs_changed_in_place_after_forward_are_caught():
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_inputs_changed_in_place_after_forward_are_caught(backend):
     inputs = make_inputs(1, 4, 3, 9, 2, torch.float32, OPTIONS[0])
     u = inputs["u"] * 1  # a non-leaf, so it may be modified in place
-    y = selective_scan(**dict(inputs, u=u), delta_softplus=True, backend="torch")
+    y = selective_scan(**dict(inputs, u=u), delta_softplus=True, backend=backend)
     u.add_(1.0)
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         y.sum().backward()
 
 
-def test_thread_count_follows_torch(cpu_path):
-    """The kernels use torch's thread count, and running them leaves torch's setting alone."""
+def test_thread_count_follows_torch():
+    """The numba kernels use torch's thread count, and running them leaves torch's setting alone."""
+    import numba
+
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        compare_with_ref(2, 6, 4, 13, 3, OPTIONS[0], torch.float32)
-        assert torch.get_num_threads() == 1
-        if cpu_path == "numba":
-            import numba
-
-            assert numba.get_num_threads() == 1
+        compare_with_ref(2, 6, 4, 13, 3, OPTIONS[0], torch.float32, "numba")
+        assert torch.get_num_threads() == 1 and numba.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
 
 
-def test_cuda_backend_on_cpu_tensors_raises():
-    inputs = make_inputs(1, 4, 3, 5, 1, torch.float32, OPTIONS[1])
-    with pytest.raises(RuntimeError, match="backend='cuda'"):
-        selective_scan(**inputs, backend="cuda")
-
-
-def test_bad_groups_and_backend_raise():
+def test_bad_groups_raise():
     inputs = make_inputs(1, 6, 3, 5, 4, torch.float32, OPTIONS[1])  # 6 channels, 4 groups
     with pytest.raises(ValueError, match="divisible"):
-        selective_scan(**inputs, backend="torch")
-    with pytest.raises(ValueError, match="backend"):
-        selective_scan(**make_inputs(1, 4, 3, 5, 1, torch.float32, OPTIONS[1]), backend="numba")
+        selective_scan(**inputs, backend="numba")
+
+
+def test_different_groups_of_B_and_C():
+    """B with 2 groups and C with 3: both are expanded to 6 (their least common multiple), gradients summed back."""
+    inputs = make_inputs(1, 6, 3, 11, 2, torch.float64, OPTIONS[0])
+    inputs["C"] = torch.randn(1, 3, 3, 11, dtype=torch.float64, requires_grad=True)
+    outs, grads, w = run(lambda **k: selective_scan(**k, backend="numba"), inputs, OPTIONS[0])
+    ref, ref_grads, _ = run(selective_scan_ref, inputs, OPTIONS[0], w)
+    for a, e in zip(outs + list(grads.values()), ref + list(ref_grads.values())):
+        assert_close_scaled(a, e, torch.float64, "y, h or a gradient")
+    assert grads["B"].shape == (1, 2, 3, 11) and grads["C"].shape == (1, 3, 3, 11)
 
 
 @pytest.mark.cuda
@@ -243,18 +239,16 @@ def _bench_module():
 
 
 def test_benchmark_baselines_solve_the_same_problem():
-    """benchmarks/bench_scan.py: the loop and mambapy baselines compute what the backends compute, and
-    one worker case runs (keeps the benchmark from rotting)."""
+    """benchmarks/bench_scan.py: the loop baseline computes what the backends compute, and one interleaved case
+    runs into a table (keeps the benchmark from rotting)."""
     bench = _bench_module()
     p = bench.make_problem(2, 3, 21, False)
     with torch.no_grad():
-        y = bench.run_torch(p)
-        torch.testing.assert_close(bench.run_ref(p), y, rtol=1e-4, atol=1e-4 * y.abs().max().item())
-        torch.testing.assert_close(bench.run_loop(p), y, rtol=1e-4, atol=1e-4 * y.abs().max().item())
-        if __import__("importlib").util.find_spec("mambapy") is not None:
-            torch.testing.assert_close(bench.run_mambapy(p), y, rtol=1e-4, atol=1e-4 * y.abs().max().item())
-    out = bench.worker("torch", 1, 2, 16, 1, ["fwd", "fb"])
-    assert {"fwd_s", "fb_s", "fwd_peak_mb", "fb_peak_mb"} <= out.keys()
+        y = bench.run_backend(p, "ref")
+        for impl in ("loop", "numba", "torch"):
+            torch.testing.assert_close(bench.IMPLS[impl](p), y, rtol=1e-4, atol=1e-4 * y.abs().max().item())
+    text = bench.main(cases="1x2x9", repeats=1, threads=1)
+    assert "| 1 x 16 (2 x 8) x 9 |" in text and text.count("x |") >= 1 and "loop / numba f+b" in text
 
 
 class TinyScanBlock(torch.nn.Module):

@@ -22,22 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ultra_fer_mamba.io import load_yolo, make_save_dir, to_json
 from ultra_fer_mamba.metrics import confusion_matrix, paper_metrics
 from ultra_fer_mamba.plots import plot_confusion_matrix, plot_pr_curves
-
-
-def load_yolo(model):
-    """Return an Ultralytics ``YOLO`` for a weights file, a model YAML or an existing ``YOLO``.
-
-    Args:
-        model (str | Path | ultralytics.YOLO): ``*.pt`` weights, a model YAML (random weights) or a YOLO object.
-
-    Returns:
-        (ultralytics.YOLO): The model.
-    """
-    from ultralytics import YOLO
-
-    return model if isinstance(model, YOLO) else YOLO(str(model))
 
 
 def model_label(model: str | Path) -> str:
@@ -202,39 +189,6 @@ def format_table(metrics: dict, names: list[str]) -> str:
         f"{_pct(m['map50'])} | {sum(m['n_gt'])} | {sum(m['tp'])} | {sum(m['fp'])} | {sum(m['fn'])} |"
     )
     return "\n".join(lines)
-
-
-def to_json(obj):
-    """Make a metrics structure strict-JSON friendly: NaN and infinities become None, numpy scalars plain numbers."""
-    if isinstance(obj, dict):
-        return {k: to_json(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_json(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return to_json(obj.tolist())
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return str(obj) if isinstance(obj, Path) else obj
-
-
-def from_json(obj):
-    """Undo :func:`to_json` for metrics: None inside number lists becomes NaN again."""
-    if isinstance(obj, dict):
-        return {k: from_json(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [math.nan if v is None else from_json(v) for v in obj]
-    return obj
-
-
-def make_save_dir(project: str | Path | None, name: str | None, default: str, exist_ok: bool = False) -> Path:
-    """Create ``project/name`` (default ``runs/fer/<default>``), incremented like Ultralytics unless ``exist_ok``."""
-    from ultralytics.utils.files import increment_path
-
-    save_dir = increment_path(Path(project or "runs/fer") / (name or default), exist_ok=exist_ok)
-    save_dir.mkdir(parents=True, exist_ok=True)
-    return save_dir
 
 
 def evaluate(

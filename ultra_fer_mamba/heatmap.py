@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ultra_fer_mamba.evaluate import load_yolo, make_save_dir
+from ultra_fer_mamba.io import load_yolo, make_save_dir
 from ultra_fer_mamba.plots import plot_heatmap
 
 

@@ -32,7 +32,7 @@ def as_module(model) -> nn.Module:
         return model.model
     if isinstance(model, nn.Module):
         return model
-    from ultra_fer_mamba.evaluate import load_yolo
+    from ultra_fer_mamba.io import load_yolo
 
     return load_yolo(model).model
 

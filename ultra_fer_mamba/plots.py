@@ -131,13 +131,16 @@ def plot_confusion_matrix(cm: np.ndarray, names: list[str], file: str | Path, ti
     return _save(fig, file)
 
 
-def plot_ap_bars(ap50: dict[str, list[float]], names: list[str], file: str | Path) -> Path:
-    """Per-class AP50 bars, models side by side in each class group.
+def plot_ap_bars(ap50: dict[str, list[float]], names: list[str], file: str | Path,
+                 err: dict[str, list[float]] | None = None) -> Path:  # fmt: skip
+    """Per-class AP50 bars, models side by side in each class group, with optional error bars.
 
     Args:
         ap50 (dict[str, list[float]]): Model label -> per-class AP50 fractions (NaN for classes without boxes).
         names (list[str]): Class names.
         file (str | Path): PNG to write.
+        err (dict[str, list[float]] | None): Model label -> per-class error-bar half-lengths (fractions; NaN: none),
+            e.g. the standard deviation over seeds.
 
     Returns:
         (Path): The PNG written.
@@ -146,15 +149,20 @@ def plot_ap_bars(ap50: dict[str, list[float]], names: list[str], file: str | Pat
         >>> plot_ap_bars({"m1": [0.5, float("nan")], "m2": [0.7, 0.2]}, ["a", "b"], "/tmp/ap.png").name
         'ap.png'
     """
-    x, width = np.arange(len(names)), 0.8 / max(len(ap50), 1)
-    fig = Figure(figsize=(max(6.0, 1.1 * len(names) * max(1, len(ap50) / 2)), 4.0), layout="constrained")
+    x, width, many = np.arange(len(names)), 0.8 / max(len(ap50), 1), len(ap50) > 3
+    fig = Figure(figsize=(min(14.0, max(6.0, 1.1 * len(names) * max(1, len(ap50) / 2))), 4.0 + many),
+                 layout="constrained")  # fmt: skip
     ax = fig.subplots()
     for k, (label, values) in enumerate(ap50.items()):
         v = np.asarray(values, dtype=float) * 100
-        bars = ax.bar(x + (k - (len(ap50) - 1) / 2) * width, np.nan_to_num(v), width, label=label)
-        ax.bar_label(bars, labels=[_fmt(a, 1, 1) for a in v], fontsize=7, padding=1)
+        e = np.nan_to_num(np.asarray(err[label], dtype=float) * 100) if err and label in err else None
+        bars = ax.bar(x + (k - (len(ap50) - 1) / 2) * width, np.nan_to_num(v), width, label=label, yerr=e,
+                      error_kw={"elinewidth": 1, "capsize": 2, "ecolor": "0.25"})  # fmt: skip
+        ax.bar_label(bars, labels=[_fmt(a, 1, 1) for a in v], fontsize=6 if many else 7, padding=1,
+                     rotation=90 if many else 0)  # upright labels would overlap beside narrow bars
     ax.set_xticks(x, names)
-    ax.set(ylabel="AP50 (%)", ylim=(0, 120), title="Per-class AP50 (VOC, IoU 0.5)")
+    title = "Per-class AP50 (VOC, IoU 0.5)" + (": mean, bars ± 1 sd" if err else "")
+    ax.set(ylabel="AP50 (%)", ylim=(0, 135 if many else 120), title=title)
     ax.set_yticks(range(0, 101, 20))
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", ncol=min(len(ap50), 4))  # in the headroom above 100, clear of the bars
@@ -187,27 +195,62 @@ def read_results_csv(file: str | Path) -> dict[str, np.ndarray]:
     return cols
 
 
-def plot_training_curves(results: dict[str, str | Path], file: str | Path) -> Path:
-    """Training curves of several runs on one chart (a panel per results.csv column, a line per run).
+def mean_band(series: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean and sample standard deviation at each epoch over several runs (runs may stop at different epochs).
 
     Args:
-        results (dict[str, str | Path]): Model label -> that run's results.csv.
+        series (list[tuple[np.ndarray, np.ndarray]]): One ``(epochs, values)`` pair per run.
+
+    Returns:
+        epochs (np.ndarray): Every epoch any run reached, sorted.
+        mean (np.ndarray): Mean over the runs that reached it.
+        sd (np.ndarray): Standard deviation (n - 1) over them; 0 where only one run did.
+
+    Examples:
+        >>> e, m, s = mean_band([(np.array([1, 2]), np.array([0.2, 0.4])), (np.array([1]), np.array([0.4]))])
+        >>> e.tolist(), m.round(3).tolist(), s.round(3).tolist()
+        ([1, 2], [0.3, 0.4], [0.141, 0.0])
+    """
+    by_epoch = {}
+    for epochs, values in series:
+        for e, v in zip(np.asarray(epochs).tolist(), np.asarray(values, dtype=float).tolist()):
+            by_epoch.setdefault(e, []).append(v)
+    epochs = np.array(sorted(by_epoch))
+    mean = np.array([np.mean(by_epoch[e]) for e in epochs])
+    sd = np.array([np.std(by_epoch[e], ddof=1) if len(by_epoch[e]) > 1 else 0.0 for e in epochs])
+    return epochs, mean, sd
+
+
+def plot_training_curves(results: dict[str, list[str | Path]], file: str | Path, columns: tuple = TRAIN_COLUMNS,
+                         title: str = "Training curves") -> Path:  # fmt: skip
+    """Training curves of several models, each the mean over its runs (seeds) with a ± 1 sd band.
+
+    A panel per results.csv column (those present), a line per model.
+
+    Args:
+        results (dict[str, list[str | Path]]): Model label -> the results.csv of each of its runs.
         file (str | Path): PNG to write.
+        columns (tuple): results.csv columns to draw, in panel order (missing ones are skipped).
+        title (str): Figure title (the band's meaning is added).
 
     Returns:
         (Path): The PNG written.
     """
-    data = {label: read_results_csv(f) for label, f in results.items()}
-    columns = [c for c in TRAIN_COLUMNS if any(c in d for d in data.values())]
+    data = {label: [read_results_csv(f) for f in files] for label, files in results.items()}
+    columns = [c for c in columns if any(c in d for runs in data.values() for d in runs)]
     rows, cols = _grid(max(len(columns), 1), 3)
-    fig = Figure(figsize=(4.0 * cols, 2.8 * rows), layout="constrained")
+    fig = Figure(figsize=(4.0 * cols + (2.0 if len(columns) == 1 else 0), 2.8 * rows + 0.4), layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    most = max((len(runs) for runs in data.values()), default=1)
     for ax, col in zip(axes, columns):
-        for k, (label, d) in enumerate(data.items()):
-            if col in d:
-                epochs = d.get("epoch", np.arange(1, len(d[col]) + 1))
-                ax.plot(epochs, d[col], STYLES[k % len(STYLES)], marker=MARKERS[k % len(MARKERS)], ms=4, lw=1.5,
-                        label=label, alpha=0.85)  # fmt: skip
+        for k, (label, runs) in enumerate(data.items()):
+            series = [(d.get("epoch", np.arange(1, len(d[col]) + 1)), d[col]) for d in runs if col in d]
+            if not series:
+                continue
+            epochs, mean, sd = mean_band(series)
+            line = ax.plot(epochs, mean, STYLES[k % len(STYLES)], marker=MARKERS[k % len(MARKERS)], ms=3, lw=1.5,
+                           label=label if len(series) == 1 else f"{label} (n={len(series)})")[0]  # fmt: skip
+            ax.fill_between(epochs, mean - sd, mean + sd, color=line.get_color(), alpha=0.18, lw=0)
         ax.set_title(col, fontsize=10)
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -216,7 +259,7 @@ def plot_training_curves(results: dict[str, str | Path], file: str | Path) -> Pa
         ax.set_visible(False)
     if columns:
         axes[0].legend(fontsize=8)
-    fig.suptitle("Training curves (results.csv of each run)")
+    fig.suptitle(title + (", mean over seeds, band ± 1 sd" if most > 1 else ""))
     return _save(fig, file)
 
 

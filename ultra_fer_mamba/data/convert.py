@@ -18,13 +18,16 @@ Output layout (``out=``)::
     ├── images/{train,val}/    source images, copied byte for byte under their own file names
     ├── labels/{train,val}/    one .txt per image: "cls cx cy w h" normalised, 6 decimals (empty: background)
     ├── report.txt             every skipped input of the last run, "file:line: why"
-    └── no_face_<split>.txt    sfew only: images with no face found (kept out of the labels)
+    ├── no_face_<split>.txt    sfew only: images with no face found (kept out of the labels)
+    └── convert_manifest.json  every file convert wrote here (``data.outputs``)
 
 Class ids follow ``FER_CLASSES`` (Anger, Disgust, Fear, Happy, Neutral, Sad, Surprise) whatever the source calls
-them. The source is only read, nothing is written outside ``out``, and each split folder converted ends up holding
-exactly this run's files, so re-running gives the same tree. Bad input (missing or unreadable image, box outside
-the image or empty, unknown class, malformed line) skips that image, logs a warning naming file and line, and is
-counted; ``strict=True`` stops at the first one instead.
+them. The source is only read, nothing is written outside ``out``, and convert never deletes or changes a file it
+did not write: a re-run removes only its own stale outputs (listed in the manifest), the user's own files in
+``out`` stay byte for byte, and a run that would overwrite one of them refuses before touching anything, naming
+the folder. Re-running gives the same tree. Bad input (missing or unreadable image, box outside the image or
+empty, unknown class, malformed line) skips that image, logs a warning naming file and line, and is counted;
+``strict=True`` stops at the first one instead.
 
 Examples:
     $ fer-yolo-mamba convert format=rafdb source=RAF-DB/basic out=datasets/rafdb
@@ -46,6 +49,7 @@ from ultralytics.utils.patches import imread
 from ultra_fer_mamba.data import FER_CLASSES
 from ultra_fer_mamba.data.faces import face_detector, largest_face
 from ultra_fer_mamba.data.formats import Entry, Problem, read_list, read_rafdb, read_sfew, read_voc
+from ultra_fer_mamba.data.outputs import Outputs
 
 FORMATS = ("rafdb", "sfew", "txt", "voc", "crops")  # crops: data/crops.py
 SPLITS = ("train", "val")
@@ -147,14 +151,6 @@ def copy_if_changed(src: Path, dst: Path) -> None:
     shutil.copy2(src, dst)
 
 
-def prune(folder: Path, keep: set[str]) -> int:
-    """Delete the files in ``folder`` not named in ``keep`` (left by an earlier run); return how many."""
-    stale = [f for f in folder.iterdir() if f.is_file() and f.name not in keep]
-    for f in stale:
-        f.unlink()
-    return len(stale)
-
-
 def _readers(format, source, split, classes, images, boxes):
     """Return ``(splits, items, root)`` for a format: splits it writes, its entries, the folder it reads."""
     need = {"rafdb": source, "sfew": source, "voc": source / "Annotations"}.get(format)
@@ -228,6 +224,11 @@ def convert(
     except (ModuleNotFoundError, ValueError) as e:
         raise SystemExit(f"convert: {e}") from None
 
+    items = list(items)
+    outputs = Outputs(out, "convert")  # refuses before writing anything if it would overwrite a file not ours
+    outputs.claim({"data.yaml", "report.txt", *([f"no_face_{split}.txt"] if format == "sfew" else []),
+                   *(f for e in items if isinstance(e, Entry)
+                     for f in (f"images/{e.split}/{e.image.name}", f"labels/{e.split}/{e.image.stem}.txt"))})
     for s in splits:
         (out / "images" / s).mkdir(parents=True, exist_ok=True)
         (out / "labels" / s).mkdir(parents=True, exist_ok=True)
@@ -258,12 +259,21 @@ def convert(
         n_boxes[item.split] += len(lines)
         n_background[item.split] += not lines
 
-    stale = sum(prune(out / "images" / s, set(written[s].values())) + prune(out / "labels" / s, set(written[s]))
-                for s in splits)
     report = out / "report.txt"
     report.write_text("".join(f"{p}\n" for p in problems), encoding="utf-8")
+    files = {"data.yaml", "report.txt"}
     if format == "sfew":
         (out / f"no_face_{split}.txt").write_text("".join(f"{p}\n" for p in no_face), encoding="utf-8")
+        files.add(f"no_face_{split}.txt")
+    data = write_data_yaml(out)
+    for s in splits:
+        files.update(f for label, image in written[s].items() for f in (f"images/{s}/{image}", f"labels/{s}/{label}"))
+    removed = outputs.finish(files, scope=tuple(f"{d}/{s}/" for s in splits for d in ("images", "labels")))
+    for s in splits:
+        foreign = outputs.foreign(f"images/{s}")
+        if foreign:
+            LOGGER.warning(f"convert: {out / 'images' / s} also holds {len(foreign)} image(s) convert did not write "
+                           f"(e.g. {Path(foreign[0]).name}); they were left as they are, and Ultralytics will use them")
     summary = {
         "images": {s: len(written[s]) for s in splits},
         "boxes": n_boxes,
@@ -271,13 +281,13 @@ def convert(
         "skipped": len(problems),
         "no_face": len(no_face),
         "out": str(out),
-        "data": str(write_data_yaml(out)),
+        "data": str(data),
         "report": str(report),
     }
     counts = ", ".join(f"{s} {len(written[s])} images / {n_boxes[s]} boxes" for s in splits)
     LOGGER.info(
         f"convert {format}: {counts}; skipped {len(problems)} (see {report}), no face {len(no_face)}"
-        + (f", removed {stale} stale files" if stale else "")
+        + (f", removed {removed} stale files of an earlier run" if removed else "")
         + f"\nconvert {format}: data YAML {summary['data']}"
     )
     return summary

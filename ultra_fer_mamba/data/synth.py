@@ -11,7 +11,8 @@ Output layout::
     out/
     ├── data.yaml            path: <absolute out>, train: images/train, val: images/val, nc: 7, names
     ├── images/{train,val}/  <split>_<nnnnn>.jpg, imgsz x imgsz
-    └── labels/{train,val}/  <split>_<nnnnn>.txt, "cls cx cy w h" normalised
+    ├── labels/{train,val}/  <split>_<nnnnn>.txt, "cls cx cy w h" normalised
+    └── synth_manifest.json  every file synth wrote here: a re-run removes only its own (``data.outputs``)
 
 Examples:
     $ fer-yolo-mamba synth out=datasets/fer-synth n_train=800 n_val=200 imgsz=320 seed=0 faces=1,3
@@ -30,7 +31,8 @@ import numpy as np
 from ultralytics.utils import LOGGER, TQDM
 
 from ultra_fer_mamba.data import FER_CLASSES
-from ultra_fer_mamba.data.convert import prune, write_data_yaml
+from ultra_fer_mamba.data.convert import write_data_yaml
+from ultra_fer_mamba.data.outputs import Outputs
 
 # Face coordinates: u across the head from -1 (left) to 1 (right), v down it from -1 (top) to 1 (chin).
 # Per class: brows (inner v, outer v, arched), eyes (half-height in v), mouth recipe name.
@@ -240,13 +242,18 @@ def synth(
     lo, hi = face_range(faces)
     root = Path(out)
     summary = {"images": {}, "boxes": {}, "per_class": {}}
-    for k, (split, n) in enumerate((("train", n_train), ("val", n_val))):
+    splits = (("train", n_train), ("val", n_val))
+    planned = {f"{d}/{split}/{split}_{i:05d}.{ext}" for split, n in splits for i in range(n)
+               for d, ext in (("images", "jpg"), ("labels", "txt"))} | {"data.yaml"}
+    outputs = Outputs(root, "synth")
+    outputs.claim(planned)  # refuses before writing anything if it would overwrite a file synth did not write
+    for k, (split, n) in enumerate(splits):
         rng = np.random.default_rng([seed, k])
         counts = rng.integers(lo, hi + 1, n)
         classes = rng.permutation(np.resize(np.arange(len(FER_CLASSES)), counts.sum())).tolist()  # balanced
         (root / "images" / split).mkdir(parents=True, exist_ok=True)
         (root / "labels" / split).mkdir(parents=True, exist_ok=True)
-        names, per_class, start = set(), [0] * len(FER_CLASSES), 0
+        per_class, start = [0] * len(FER_CLASSES), 0
         for i in TQDM(range(n), desc=f"synth {split}"):
             img, lines = render(imgsz, classes[start : start + counts[i]], rng)
             start += counts[i]
@@ -254,12 +261,10 @@ def synth(
             (root / "images" / split / f"{stem}.jpg").write_bytes(
                 cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 92])[1].tobytes())
             (root / "labels" / split / f"{stem}.txt").write_text("".join(f"{x}\n" for x in lines))
-            names.add(stem)
             for line in lines:
                 per_class[int(line.split()[0])] += 1
-        prune(root / "images" / split, {f"{s}.jpg" for s in names})
-        prune(root / "labels" / split, {f"{s}.txt" for s in names})
         summary["images"][split], summary["boxes"][split], summary["per_class"][split] = n, sum(per_class), per_class
     summary["data"] = str(write_data_yaml(root))
+    outputs.finish(planned, scope=("images/", "labels/"))
     LOGGER.info(f"synth: {summary['images']} images, {summary['boxes']} faces -> {summary['data']}")
     return summary

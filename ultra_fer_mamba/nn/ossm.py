@@ -12,8 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..ops import DIRECTIONS
-from ..ops.cross_selective_scan import cross_selective_scan, fused_available
+from ..ops import DIRECTIONS, cross_selective_scan, resolve
 
 
 def drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
@@ -36,9 +35,9 @@ class OSSM(nn.Module):
         d_state (int): SSM state size N.
         ssm_ratio (float): Expansion, d_inner = ssm_ratio * c.
         directions (int): 8 (omnidirectional, the paper) or 4 (VMamba SS2D, the ablation baseline).
-        dt_rank (int | str): Rank of the delta projection; "auto" is ceil(c / 16).
+        dt_rank (int | str): Rank of the delta projection, an int >= 1 or "auto" (ceil(c / 16)).
         drop_path (float): Stochastic-depth rate of the residual branch.
-        d_conv (int): Depthwise conv kernel size.
+        d_conv (int): Depthwise conv kernel size, odd (the padding keeps h and w).
 
     Examples:
         >>> m = OSSM(32)
@@ -61,8 +60,12 @@ class OSSM(nn.Module):
             raise ValueError(f"OSSM directions={directions!r} is not supported; use one of {DIRECTIONS}")
         if c < 1 or d_state < 1 or ssm_ratio <= 0:
             raise ValueError(f"OSSM needs c >= 1, d_state >= 1, ssm_ratio > 0; got {c}, {d_state}, {ssm_ratio}")
+        if isinstance(d_conv, bool) or not isinstance(d_conv, int) or d_conv < 1 or d_conv % 2 == 0:
+            raise ValueError(f"OSSM d_conv={d_conv!r} is not supported; use an odd int (1, 3, 5, ...)")
+        if dt_rank != "auto" and (isinstance(dt_rank, bool) or not isinstance(dt_rank, int) or dt_rank < 1):
+            raise ValueError(f"OSSM dt_rank={dt_rank!r} is not supported; use an int >= 1 or 'auto'")
         e = int(ssm_ratio * c)
-        r = math.ceil(c / 16) if dt_rank == "auto" else int(dt_rank)
+        r = math.ceil(c / 16) if dt_rank == "auto" else dt_rank
         k = directions
         self.c, self.e, self.n, self.r, self.k = c, e, d_state, r, k
         self.drop_path = drop_path
@@ -135,13 +138,13 @@ class OSSM(nn.Module):
         """FLOPs (batch 1) of the selective scan and cross-merge at an h x w input, which thop does not count.
 
         thop (ultralytics-thop >= 2.2) counts the x_proj matmul, and dt_proj's where it runs in torch. Where the
-        fused CPU kernel applies dt_proj itself (fused_available), its 2 k l r e FLOPs are out of thop's sight
-        and counted here instead.
+        numba kernel applies dt_proj itself (the backend resolves to "numba"), its 2 k l r e FLOPs are out of thop's
+        sight and counted here instead.
         """
         l, k, e, n, r = h * w, self.k, self.e, self.n, self.r
         scan = 9 * k * e * l * n + 2 * k * e * l  # Mamba's selective-scan count, plus the D skip and z gate
         merge = k * e * l  # summing the directions
-        dt_proj = 2 * k * l * r * e if fused_available(self.dt_projs_weight.detach()) else 0
+        dt_proj = 2 * k * l * r * e if resolve("auto", self.dt_projs_weight) == "numba" else 0
         return float(scan + merge + dt_proj)
 
     def extra_repr(self) -> str:

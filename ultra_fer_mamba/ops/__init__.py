@@ -1,8 +1,11 @@
-"""Pure functions: the selective scan (reference, fast, CUDA kernel) and the cross-scan."""
+"""Pure functions: the selective scan (reference, numba, torch ops, Triton, mamba_ssm), the cross-scan, and the
+one place that picks the backend (backend.py)."""
 
+from .backend import NAMES as BACKENDS
+from .backend import get_scan_backend, has_mamba_ssm, resolve, set_scan_backend
 from .cross_scan import DIRECTIONS, cross_merge, cross_scan, scan_orders
-from .cuda_kernel import has_mamba_ssm
-from .selective_scan import BACKENDS, get_scan_backend, selective_scan, set_scan_backend
+from .cross_selective_scan import cross_selective_scan
+from .selective_scan import selective_scan
 from .selective_scan_ref import selective_scan_ref
 
 __all__ = (
@@ -10,8 +13,10 @@ __all__ = (
     "DIRECTIONS",
     "cross_merge",
     "cross_scan",
+    "cross_selective_scan",
     "get_scan_backend",
     "has_mamba_ssm",
+    "resolve",
     "scan_orders",
     "selective_scan",
     "selective_scan_ref",

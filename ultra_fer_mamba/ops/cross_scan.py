@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import torch
 
+from .backend import exporting
+
 DIRECTIONS = (4, 8)
 _INDEX_CACHE: dict = {}
 
@@ -44,13 +46,13 @@ def scan_orders(h: int, w: int, directions: int = 8) -> torch.Tensor:
     return torch.stack(orders)
 
 
-def _indices(h: int, w: int, directions: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cached (order, inverse) index tensors, each (k, l), on device.
+def scan_indices(h: int, w: int, directions: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cached (order, inverse) index tensors, each (k, l), on device: scan_orders and its inverse permutation.
 
     While tracing or exporting, h and w are traced sizes: the indices are rebuilt from them with torch
     ops (never cached, never a constant), so an exported graph works at any h, w.
     """
-    if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+    if exporting():
         order = scan_orders(h, w, directions).to(device)
         arange = torch.arange(order.shape[1], device=device).expand_as(order)
         return order, torch.zeros_like(order).scatter(1, order, arange)  # inverse permutation
@@ -78,7 +80,7 @@ def cross_scan(x: torch.Tensor, directions: int = 8) -> torch.Tensor:
         torch.Size([2, 8, 3, 20])
     """
     b, c, h, w = x.shape
-    order, _ = _indices(h, w, directions, x.device)
+    order, _ = scan_indices(h, w, directions, x.device)
     k, l = order.shape
     xs = x.reshape(b, c, l).index_select(2, order.flatten())  # (b, c, k*l)
     return xs.view(b, c, k, l).transpose(1, 2)  # (b, k, c, l)
@@ -103,6 +105,18 @@ def cross_merge(y: torch.Tensor, h: int, w: int) -> torch.Tensor:
     b, k, c, l = y.shape
     if l != h * w:
         raise ValueError(f"cross_merge: sequence length {l} != h*w = {h}*{w}")
-    _, inverse = _indices(h, w, k, y.device)
+    _, inverse = scan_indices(h, w, k, y.device)
     index = inverse.view(1, k, 1, l).expand(b, k, c, l)
     return y.gather(3, index).sum(1)  # sequence kk read back in row-major order, summed over k; (b, c, l)
+
+
+def lowrank_delta(dts: torch.Tensor, dt_weight: torch.Tensor) -> torch.Tensor:
+    """Step sizes of every direction from Mamba's low-rank dt_proj: (k, b, l, e) = dts (b, l, k, r) @ dt_weight
+    (k, e, r) per direction, by one batched matmul.
+
+    Examples:
+        >>> lowrank_delta(torch.randn(2, 12, 8, 3), torch.randn(8, 6, 3)).shape
+        torch.Size([8, 2, 12, 6])
+    """
+    b, l, k, r = dts.shape
+    return torch.bmm(dts.reshape(b * l, k, r).transpose(0, 1), dt_weight.transpose(1, 2)).view(k, b, l, -1)

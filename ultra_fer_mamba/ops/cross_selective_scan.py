@@ -1,14 +1,15 @@
-"""Cross-scan, selective scan and cross-merge as one op, in spatial order and channels-last.
+"""The fused op OSSM runs: cross-scan, selective scan and cross-merge as one call, in spatial order, channels-last.
 
 ``cross_selective_scan`` computes, for an OSSM layer,
 
     y = sum_k merge_k(scan_k(...)) + u * sum_k D_k
 
-where direction k reads the h*w positions in cross_scan's order k. It equals
-``cross_merge(selective_scan(cross_scan(...)))`` (the composition, kept as the reference and used on
-every other device, backend and under ONNX export), but on the CPU with numba it runs the fused kernels
-of cross_scan_kernels.py: no permuted copies, no (b, k, e, l) tensors, and a scan whose vectorised loop
-runs over channels. All inputs come in spatial order, as the per-position projections produce them.
+where direction k reads the h*w positions in cross_scan's order k. All inputs come in spatial order, as the
+per-position projections produce them. Shape checks, then backend.resolve -> one call: "numba" runs the fused CPU
+kernels (numba/: no permuted copies, no (b, k, e, l) tensors), "triton" the fused Triton kernels, "export" (while tracing or
+exporting) scan_export.py's time-major formulation; every other backend ("ref", "torch", "cuda") runs the composition
+``cross_merge(selective_scan(cross_scan(...)))`` with that backend, which is also the reference the tests hold
+the fused kernels to.
 
 Shape letters: b batch, l = h*w positions (row-major), k directions, e channels (d_inner), n state size,
 r dt rank.
@@ -16,101 +17,12 @@ r dt rank.
 
 from __future__ import annotations
 
-import functools
-
 import torch
-from torch.autograd.function import once_differentiable
 
-from .cross_scan import _indices, cross_merge, cross_scan
-from .scan_torch import _exporting, _kernels, _set_threads, numba_enabled
-from .selective_scan import resolve_backend, selective_scan
-
-CHUNK = 32  # steps between saved states in the fused forward (the backward recomputes blocks this long)
-LANES = 256  # channels per block of the forward's vectorised loop (fewer when that leaves a thread idle)
-BWD_LANES = 128  # channels per block in the backward, whose per-block scratch grows with CHUNK * n * lanes
-
-_XKERNELS = None
-
-
-def _xkernels():
-    global _XKERNELS
-    if _XKERNELS is None:
-        from . import cross_scan_kernels
-
-        _XKERNELS = cross_scan_kernels
-    return _XKERNELS
-
-
-def fused_available(u: torch.Tensor, backend: str = "auto") -> bool:
-    """True when cross_selective_scan runs the fused numba kernels for u (CPU, numba, torch backend, no export)."""
-    return (u.device.type == "cpu" and not _exporting() and u.dtype in (torch.float32, torch.float64)
-            and resolve_backend(backend, u) == "torch" and numba_enabled())
-
-
-def _forward(u, delta, A, B, C, bias, order, softplus: bool, save: bool, dts=None, wdt=None, dskip=None):
-    """Run xscan_fwd; return y (b, l, e) and the checkpoints (b, k, c, n, e), empty unless save.
-
-    The step sizes are delta (k, b, l, e), or, given dts (b, l, k, r) and wdt (k, r, e), their low-rank
-    product, formed inside the kernel (delta is then None). dskip (e,): u * dskip is added to y (None: 0)."""
-    threads = _set_threads(_kernels())
-    b, l, e = u.shape
-    k, n = A.shape[0], A.shape[1]
-    lanes = LANES
-    while lanes > 8 and b * -(-e // lanes) < threads:  # one (batch, block) task per thread at least
-        lanes //= 2
-    hck = u.new_empty((b, k, -(-l // CHUNK), n, e) if save else (0, 0, 0, 0, 0))
-    y = u.new_empty(b, l, e)
-    if dts is None:
-        dts, wdt = u.new_empty(b, 0, k, 0), u.new_empty(k, 0, e)
-    else:
-        delta = u.new_empty(k, b, 0, 0)
-    dskip = u.new_zeros(e) if dskip is None else dskip
-    _xkernels().xscan_fwd(u.numpy(), delta.numpy(), dts.numpy(), wdt.numpy(), A.numpy(), B.numpy(), C.numpy(),
-                          bias.numpy(), dskip.numpy(), order.numpy(), softplus, CHUNK, lanes, y.numpy(), hck.numpy(),
-                          *_coefficients(u.dtype))
-    return y, hck
-
-
-@functools.lru_cache(maxsize=None)
-def _coefficients(dtype: torch.dtype):
-    """The kernels' _pow2 and _softplus constants for a dtype (numpy arrays, made once)."""
-    K, np_dtype = _xkernels(), torch.empty(0, dtype=dtype).numpy().dtype
-    return K.pow2_coefficients(np_dtype), K.softplus_coefficients(np_dtype)
-
-
-def _lowrank_delta(dts: torch.Tensor, dt_weight: torch.Tensor) -> torch.Tensor:
-    """Step sizes (k, b, l, e) = dts (b, l, k, r) @ dt_weight (k, e, r) per direction, by one batched matmul."""
-    b, l, k, r = dts.shape
-    return torch.bmm(dts.reshape(b * l, k, r).transpose(0, 1), dt_weight.transpose(1, 2)).view(k, b, l, -1)
-
-
-class _CrossScanFn(torch.autograd.Function):
-    """The fused kernels with their custom backward; D's skip is added outside, in torch."""
-
-    @staticmethod
-    def forward(ctx, u, delta, A, B, C, bias, order, softplus):
-        y, hck = _forward(u, delta, A, B, C, bias, order, softplus, save=True)
-        ctx.save_for_backward(u, delta, A, B, C, bias, order, hck)
-        ctx.softplus = softplus
-        return y
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, dy):
-        K = _xkernels()
-        _set_threads(_kernels())
-        u, delta, A, B, C, bias, order, hck = ctx.saved_tensors
-        b, l, e = u.shape
-        k, n = A.shape[0], A.shape[1]
-        dy = dy.to(u.dtype).contiguous()
-        du = u.new_empty(k, b, l, e)  # written whole by the kernel (every direction visits every position)
-        ddelta = u.new_empty(k, b, l, e)
-        dA, dbias = u.new_zeros(b, k, n, e), u.new_zeros(b, k, e)
-        dB, dC = u.new_zeros(b, k, l, n), u.new_zeros(b, k, l, n)
-        K.xscan_bwd(u.numpy(), delta.numpy(), A.numpy(), B.numpy(), C.numpy(), bias.numpy(), order.numpy(),
-                    ctx.softplus, CHUNK, BWD_LANES, hck.numpy(), dy.numpy(), du.numpy(), ddelta.numpy(), dA.numpy(),
-                    dbias.numpy(), dB.numpy(), dC.numpy(), *_coefficients(u.dtype))
-        return du.sum(0), ddelta, dA.sum(0), dB, dC, dbias.sum(0), None, None
+from . import backend as _backend
+from .cross_scan import cross_merge, cross_scan, lowrank_delta, scan_indices
+from .scan_export import cross_selective_scan_export
+from .selective_scan import selective_scan
 
 
 def cross_selective_scan(
@@ -141,11 +53,10 @@ def cross_selective_scan(
         h (int): Grid height.
         w (int): Grid width.
         delta_softplus (bool): Softplus on delta after the bias.
-        backend (str): Selective-scan backend ("auto", "ref", "torch", "cuda"); the fused CPU kernels run
-            for "auto"/"torch" on CPU tensors with numba, the composition otherwise.
+        backend (str): One of backend.NAMES; "numba" and "triton" run fused kernels, the others the composition.
         dt_weight (torch.Tensor, optional): (k, e, r): the step sizes are delta[:, :, k] @ dt_weight[k].T for
-            direction k (Mamba's dt_proj). Inference on the fused path forms them a step at a time inside the
-            kernel, so the (k, b, l, e) tensor is never written and read back; elsewhere one batched matmul.
+            direction k (Mamba's dt_proj). numba's inference kernel forms them a step at a time, so the
+            (k, b, l, e) tensor is never written and read back; elsewhere one batched matmul.
 
     Returns:
         (torch.Tensor): y (b, l, e) in u's dtype, the sum over the k directions (D's skip included).
@@ -166,26 +77,15 @@ def cross_selective_scan(
         raise ValueError(f"cross_selective_scan: shapes u {tuple(u.shape)}, delta {tuple(delta.shape)}, A "
                          f"{tuple(A.shape)}, B {tuple(B.shape)}, C {tuple(C.shape)}, dt_weight "
                          f"{None if dt_weight is None else tuple(dt_weight.shape)} do not fit h={h}, w={w}")
-    if not fused_available(u, backend):
-        delta = delta if dt_weight is None else _lowrank_delta(delta, dt_weight)
-        return _composed(u, delta, A, B, C, D, delta_bias, h, w, delta_softplus, backend)
-    dtype_in = u.dtype
-    with torch.autocast("cpu", enabled=False):
-        ct = torch.promote_types(u.dtype, torch.float32)
-        f = lambda t: t if t.dtype == ct and t.is_contiguous() else t.to(ct).contiguous()  # noqa: E731
-        order, _ = _indices(h, w, k, u.device)
-        inputs = (u, delta, A, B, C, D, delta_bias) + (() if dt_weight is None else (dt_weight,))
-        if torch.is_grad_enabled() and any(t.requires_grad for t in inputs):
-            delta = delta if dt_weight is None else _lowrank_delta(delta, dt_weight)  # autograd does dt_proj's grads
-            y = _CrossScanFn.apply(f(u), f(delta), f(A.transpose(1, 2)), f(B.transpose(1, 2)), f(C.transpose(1, 2)),
-                                   f(delta_bias), order, bool(delta_softplus))
-            y = y + u.to(ct) * D.to(ct).sum(0)
-        else:  # inference: no autograd node, no checkpoints, D's skip inside the kernel
-            lowrank = {} if dt_weight is None else {"dts": f(delta), "wdt": f(dt_weight.transpose(1, 2))}
-            y, _ = _forward(f(u), None if lowrank else f(delta), f(A.transpose(1, 2)), f(B.transpose(1, 2)),
-                            f(C.transpose(1, 2)), f(delta_bias), order, bool(delta_softplus), save=False,
-                            dskip=f(D.sum(0)), **lowrank)
-    return y.to(dtype_in)
+    name = _backend.resolve(backend, u)
+    if name == "export":  # one traceable call: no kernel, no permuted copies
+        return cross_selective_scan_export(u, delta, A, B, C, D, delta_bias, h, w, delta_softplus, dt_weight)
+    if name in ("numba", "triton"):
+        fused = getattr(_backend.module(name), f"cross_selective_scan_{name}")
+        with torch.autocast(u.device.type, enabled=False):  # float32 math even under autocast
+            return fused(u, delta, A, B, C, D, delta_bias, h, w, delta_softplus=delta_softplus, dt_weight=dt_weight)
+    delta = delta if dt_weight is None else lowrank_delta(delta, dt_weight)
+    return _composed(u, delta, A, B, C, D, delta_bias, h, w, delta_softplus, backend)
 
 
 def _scan_order(x: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
@@ -199,7 +99,7 @@ def _composed(u, delta, A, B, C, D, delta_bias, h, w, delta_softplus, backend):
     """cross_merge(selective_scan(cross_scan(...))): the reference formulation, any device, exportable."""
     b, l, e = u.shape
     k, n = A.shape[0], A.shape[2]
-    order, _ = _indices(h, w, k, u.device)
+    order, _ = scan_indices(h, w, k, u.device)
     xs = cross_scan(u.transpose(1, 2).reshape(b, e, h, w), k)  # (b, k, e, l)
     f32 = lambda t: t.to(torch.promote_types(t.dtype, torch.float32))  # noqa: E731  (float64 stays float64)
     ys = selective_scan(
