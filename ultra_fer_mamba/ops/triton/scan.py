@@ -49,7 +49,9 @@ def selective_scan_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None, de
         (torch.Tensor | tuple): y (b, d, l) in u's dtype, and h_L when asked; differentiable in every input.
 
     Examples:
-        >>> x = torch.randn(1, 4, 5, device="cuda")  # doctest: +SKIP (CPU tensors: TRITON_INTERPRET=1)
+        On a GPU (or on CPU tensors with TRITON_INTERPRET=1 set before triton is imported):
+
+        >>> x = torch.randn(1, 4, 5, device="cuda")  # doctest: +SKIP
         >>> y = selective_scan_triton(x, torch.rand_like(x), -torch.rand(4, 2, device="cuda"),  # doctest: +SKIP
         ...                           torch.randn(1, 1, 2, 5, device="cuda"), torch.randn(1, 1, 2, 5, device="cuda"))
         >>> y.shape  # doctest: +SKIP
