@@ -110,3 +110,28 @@ def test_align_with_mtcnn_from_the_cli(tmp_path):
     assert summary["crops"]["train"]["Happy"] == summary["crops"]["train"]["Neutral"] == 1
     crop = cv2.imread(str(tmp_path / "c" / "train" / "Happy" / "zidane_1.jpg"))
     assert crop.shape == (112, 112, 3) and crop.std() > 20  # a face, not the grey fill
+
+
+def test_crops_never_touch_files_they_did_not_write(tmp_path):
+    data = detection_set(tmp_path / "det", {"train/a": yolo(3, 20, 20, 60, 80) + yolo(0, 70, 10, 110, 50),
+                                            "val/b": yolo(6, 30, 30, 70, 70)})
+    out = tmp_path / "crops"
+    mine = out / "train" / "Happy" / "mine.jpg"  # the user's own image, in a class folder the converter fills
+    mine.parent.mkdir(parents=True)
+    mine.write_bytes(b"user's")
+    crops(data, str(out))
+    assert sorted(p.name for p in (out / "train").rglob("*.jpg")) == ["a_1.jpg", "a_2.jpg", "mine.jpg"]
+
+    label = tmp_path / "det" / "labels" / "train" / "a.txt"
+    label.write_text(yolo(3, 20, 20, 60, 80))  # the second face is gone: its crop is stale
+    summary = crops(data, str(out))
+    assert sorted(p.name for p in (out / "train").rglob("*.jpg")) == ["a_1.jpg", "mine.jpg"]
+    assert mine.read_bytes() == b"user's" and summary["crops"]["train"]["Happy"] == 1
+
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    (out / "train" / "Happy" / "mine.jpg").rename(out / "train" / "Happy" / "a_2.jpg")  # now in a crop's place
+    label.write_text(yolo(3, 20, 20, 60, 80) + yolo(3, 70, 10, 110, 50))
+    with pytest.raises(SystemExit, match=r"out=.*crops already holds 1 file crops did not write.*train/Happy/a_2.jpg"):
+        crops(data, str(out))
+    after = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert after == {(out / "train" / "Happy" / "a_2.jpg" if p == mine else p): v for p, v in before.items()}

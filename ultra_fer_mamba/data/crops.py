@@ -11,7 +11,8 @@ Output layout (``out=``), what ``yolo classify train data=<out>`` reads::
     ├── crops.yaml                                 how the crops were made (source, margin, size, align) and the
     │                                              source's class order: the two-stage predictor reads both
     ├── report.txt                                 every skipped box or image of the last run, "file:line: why"
-    └── unaligned.txt                              align=True only: crops made without landmarks (plain crops)
+    ├── unaligned.txt                              align=True only: crops made without landmarks (plain crops)
+    └── crops_manifest.json                        every file the converter wrote here (``data.outputs``)
 
 A crop is the square of side ``max(w, h) * (1 + margin)`` centred on the box, parts outside the image filled with
 grey (114), resized to ``size``. With ``align=True``, MTCNN's 5 landmarks of the face that best overlaps the box map
@@ -20,7 +21,8 @@ landmarked face found gets the plain crop. :func:`crop_face` makes both, for the
 
 Bad input (unreadable image, malformed label line, class out of range, empty box, box outside the image, box
 smaller than ``min_size`` px) is logged with its file and line, written to report.txt and skipped; ``strict=True``
-stops at the first one.
+stops at the first one. As ``convert``, the converter never deletes or changes a file it did not write: a re-run
+removes only its own stale crops, and a run that would overwrite a file of the user's refuses before writing anything.
 
 Examples:
     $ fer-yolo-mamba convert format=crops source=datasets/rafdb/data.yaml out=datasets/rafdb-crops
@@ -39,6 +41,7 @@ from ultralytics.utils import LOGGER, TQDM
 
 from ultra_fer_mamba.data.convert import BadInput, load_image
 from ultra_fer_mamba.data.formats import Problem
+from ultra_fer_mamba.data.outputs import Outputs
 
 MARGIN = 0.25  # the crop's side is the box's longer side x (1 + MARGIN)
 SIZE = 112
@@ -166,8 +169,31 @@ def read_boxes(label: Path, w: int, h: int, nc: int, min_size: float) -> tuple[l
     return boxes, problems
 
 
+def crop_name(image: str, line: int, name: str) -> str:
+    """The crop of label line ``line`` of an image, relative to its split folder: ``<class name>/<stem>_<line>.jpg``."""
+    return f"{name}/{Path(image).stem}_{line}.jpg"
+
+
+def planned_crops(images: list[str], names: list[str]) -> set[str]:
+    """Every crop (``crop_name``) the label files of these images may give: one per line whose class id is valid."""
+    from ultralytics.data.utils import img2label_paths
+
+    planned = set()
+    for image, label in zip(images, img2label_paths(images)):
+        label = Path(label)
+        lines = label.read_text(encoding="utf-8", errors="replace").splitlines() if label.is_file() else []
+        for n, line in enumerate(lines, 1):
+            try:
+                cls = int(line.split()[0])
+            except (IndexError, ValueError):
+                continue
+            if 0 <= cls < len(names):
+                planned.add(crop_name(image, n, names[cls]))
+    return planned
+
+
 def crop_image(image: str, folder: Path, names: list[str], margin: float, size: int, min_size: float, detect=None):
-    """Write the crops of one image's boxes to ``folder/<class name>/<stem>_<line>.jpg``.
+    """Write the crops of one image's boxes to ``folder/<class name>/<stem>_<line>.jpg`` (``crop_name``).
 
     Args:
         image (str): Image path; its label file is found the Ultralytics way (``images/`` -> ``labels/``).
@@ -177,7 +203,8 @@ def crop_image(image: str, folder: Path, names: list[str], margin: float, size: 
         detect (Callable | None): ``faces.landmark_detector()`` to align, None for plain crops.
 
     Returns:
-        (tuple[list[str], list[Problem], list[str]]): Class names written, problems, boxes (file:line) left unaligned.
+        (tuple[list[str], list[Problem], list[str]]): Crops written (``crop_name``), problems, boxes (file:line) left
+            unaligned.
     """
     from ultralytics.data.utils import img2label_paths
 
@@ -194,9 +221,9 @@ def crop_image(image: str, folder: Path, names: list[str], margin: float, size: 
         points = best_landmarks(box, faces) if detect else None
         if detect and points is None:
             unaligned.append(f"{label}:{n}")
-        crop = crop_face(pixels, box, margin, size, points)
-        cv2.imwrite(str(folder / names[cls] / f"{Path(image).stem}_{n}.jpg"), crop)
-        written.append(names[cls])
+        name = crop_name(image, n, names[cls])
+        cv2.imwrite(str(folder / name), crop_face(pixels, box, margin, size, points))
+        written.append(name)
     return written, problems, unaligned
 
 
@@ -247,19 +274,24 @@ def crops(
         except ModuleNotFoundError as e:
             raise SystemExit(f"convert: align=True: {e}") from None
 
+    images = {s: list_images(info[s]) for s in splits}
+    files = {"crops.yaml", "report.txt", *(["unaligned.txt"] if align else [])}
+    outputs = Outputs(out, "crops")  # refuses before writing anything if it would overwrite a file not ours
+    outputs.claim(files | {f"{s}/{f}" for s in splits for f in planned_crops(images[s], names)})
     problems, unaligned = [], []
     counts = {s: dict.fromkeys(names, 0) for s in splits}
     for split in splits:
         for name in names:
             (out / split / name).mkdir(parents=True, exist_ok=True)
-        for image in TQDM(list_images(info[split]), desc=f"convert crops ({split})", unit=" images"):
+        for image in TQDM(images[split], desc=f"convert crops ({split})", unit=" images"):
             written, bad, missed = crop_image(image, out / split, names, margin, size, min_size, detect)
             for p in bad:
                 if strict:
                     raise SystemExit(f"convert: {p}")
                 LOGGER.warning(f"convert: {p}")
             for name in written:
-                counts[split][name] += 1
+                counts[split][name.partition("/")[0]] += 1
+            files.update(f"{split}/{name}" for name in written)
             problems += bad
             unaligned += missed
     settings = {"source": str(Path(source).resolve()), "margin": margin, "size": size, "align": align, "names": names}
@@ -268,10 +300,16 @@ def crops(
     report.write_text("".join(f"{p}\n" for p in problems), encoding="utf-8")
     if align:
         (out / "unaligned.txt").write_text("".join(f"{u}\n" for u in unaligned), encoding="utf-8")
+    removed = outputs.finish(files, scope=(*(f"{s}/" for s in splits), "unaligned.txt"))
+    foreign = [f for s in splits for name in names for f in outputs.foreign(f"{s}/{name}")]
+    if foreign:
+        LOGGER.warning(f"convert: {out} also holds {len(foreign)} image(s) the crops converter did not write (e.g. "
+                       f"{foreign[0]}); they were left as they are, and Ultralytics will train on them")
     summary = {"crops": counts, "skipped": len(problems), "unaligned": len(unaligned), "out": str(out),
                "report": str(report)}  # fmt: skip
     total = ", ".join(f"{s} {sum(c.values())} crops" for s, c in counts.items())
     LOGGER.info(f"convert crops: {total}; skipped {len(problems)} (see {report})"
                 + (f", {len(unaligned)} without landmarks (plain crops)" if align else "")
+                + (f", removed {removed} stale crops of an earlier run" if removed else "")
                 + f"\nconvert crops: yolo classify train data={out} imgsz={size}")  # fmt: skip
     return summary

@@ -87,7 +87,7 @@ class MixDW(nn.Module):
     Args:
         c1 (int): Input channels.
         c2 (int): Output channels.
-        hidden (int): Expanded channels.
+        hidden (int | None): Expanded channels; None keeps c2 (no expansion).
         kernels (list[int]): Depthwise kernel size of each channel group.
         splits (list[int] | None): Channels of each group (summing to hidden); None for one group.
         s (int): Stride.
@@ -105,7 +105,7 @@ class MixDW(nn.Module):
         self,
         c1: int,
         c2: int,
-        hidden: int,
+        hidden: int | None = None,
         kernels: list[int] = (3,),
         splits: list[int] | None = None,
         s: int = 1,
@@ -114,6 +114,7 @@ class MixDW(nn.Module):
         super().__init__()
         if residual and (s != 1 or c1 != c2):
             raise ValueError(f"MixDW residual=True needs s=1 and c1 == c2, got s={s}, c1={c1}, c2={c2}")
+        hidden = hidden or c2
         self.expand = Conv(c1, hidden, 1, act=nn.PReLU(hidden))
         self.mix = MixConv(hidden, kernels, splits, s)
         self.attention = CoordinateAttention(hidden)
