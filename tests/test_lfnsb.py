@@ -88,6 +88,15 @@ def test_yaml_parameters_and_gmacs_match_the_paper(model, tmp_path, monkeypatch)
     assert sum(isinstance(m, MixDW) for m in model.modules()) == 1 + 9 + 1 + 16 + 1 + 6
 
 
+def test_yolo_guesses_the_classify_task_of_our_head_and_leaves_other_models_alone():
+    from ultralytics.engine import model as engine
+
+    assert engine.guess_model_task(deepcopy(SMALL)) == "classify" and YOLO("lfnsb-cls.yaml").task == "classify"
+    for stock, task in (("yolov8n-cls.yaml", "classify"), ("yolov8n.yaml", "detect"), ("yolov8n-pose.yaml", "pose")):
+        d = yaml_model_load(stock)
+        assert engine.guess_model_task(d) == engine.guess_model_task.__wrapped__(d) == task
+
+
 def test_batch_one_forward_in_train_eval_and_export_mode(model):
     x = torch.rand(1, 3, 112, 112)
     logits = model.train()(x)

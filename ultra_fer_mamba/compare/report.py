@@ -16,8 +16,8 @@ from ultra_fer_mamba.compare.entries import UVAL_CONF, UVAL_IOU
 from ultra_fer_mamba.compare.stats import LEVEL, mean_sd
 from ultra_fer_mamba.compare.summary import mean_pr, summarise
 from ultra_fer_mamba.io import to_json
-from ultra_fer_mamba.twostage import FACE_CONF
 from ultra_fer_mamba.plots import plot_ap_bars, plot_pr_curves, plot_training_curves
+from ultra_fer_mamba.twostage import FACE_CONF
 
 # (key, column title, scale): the model-level metrics, then the per-class ones
 METRICS = (("map50", "mAP50 (%)", 100), ("map50_95", "mAP50-95 (%)", 100), ("voc_map50", "VOC mAP50 (%)", 100),

@@ -122,4 +122,3 @@ def classify_args(args: dict, crops: Path) -> dict:
 
     size = yaml.safe_load((crops / "crops.yaml").read_text())["size"]
     return {**args, "imgsz": int(size), "single_cls": False}
-
