@@ -42,7 +42,7 @@ def model_label(model: str | Path) -> str:
     """
     from ultra_fer_mamba.twostage import split_spec
 
-    parts = None if Path(str(model)).exists() else split_spec(str(model))
+    parts = split_spec(str(model))
     if parts:
         return "+".join(model_label(m) for m in parts)
     p = Path(str(model))

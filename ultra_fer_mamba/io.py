@@ -8,6 +8,7 @@ Examples:
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +36,7 @@ def load_yolo(model):
 
     if isinstance(model, YOLO):
         return model
-    if not Path(str(model)).exists() and split_spec(str(model)):
+    if isinstance(model, (str, Path)) and not os.path.exists(model) and split_spec(str(model)):
         raise ValueError(f"model={model} is a two-stage detector+classifier; this command takes one model (eval and "
                          f"compare take both)")
     return YOLO(str(model))
@@ -60,7 +61,7 @@ def load_predictor(model, names=None):
 
     if isinstance(model, TwoStage):
         return model
-    parts = None if Path(str(model)).exists() else split_spec(str(model))
+    parts = split_spec(str(model)) if isinstance(model, (str, Path)) and not os.path.exists(model) else None
     return TwoStage(*parts, names=names) if parts else load_yolo(model)
 
 

@@ -64,7 +64,7 @@ def build_optimizer(original, self, model, *args, **kwargs):
     if target is None:
         layout = [{k: v for k, v in g.items() if k in ("param_group", "weight_decay")} for g in optimizer.param_groups]
         LOGGER.warning(f"ultra-fer-mamba: no parameter group without weight decay found among {layout}; "
-                       f"{len(ids)} tensors (A_log and D, class centres) train with weight decay.")
+                       f"{len(ids)} no-decay tensors (OSSM's A_log and D, LFNSB's class centres) train with weight decay.")
         return optimizer
     for g in optimizer.param_groups:
         if g is not target and g.get("weight_decay", 0) and not g.get("use_muon"):
