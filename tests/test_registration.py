@@ -15,7 +15,7 @@ import ultra_fer_mamba
 from ultra_fer_mamba.integration import resolve_model_yaml, yaml_dir
 from ultra_fer_mamba.nn import OSSM, FERYOLOVSS1, FERYOLOVSS2
 
-YAMLS = sorted(p.name for p in yaml_dir().glob("*.yaml"))
+YAMLS = sorted(p.name for p in yaml_dir().glob("fer-yolo-mamba*.yaml"))  # the detection family (LFNSB: test_lfnsb.py)
 # P3, P4, P5 output channels by scale: yolov8's widths, VSS2 keeping its input channels at P5
 OUT_CHANNELS = {"n": (64, 128, 256), "s": (128, 256, 512), "m": (192, 384, 768), "l": (256, 512, 1024),
                 "x": (320, 640, 1280)}
@@ -24,6 +24,7 @@ OUT_CHANNELS = {"n": (64, 128, 256), "s": (128, 256, 512), "m": (192, 384, 768),
 def test_shipped_yamls():
     assert YAMLS == ["fer-yolo-mamba-nofrm.yaml", "fer-yolo-mamba-nooss.yaml", "fer-yolo-mamba-ss2d.yaml",
                      "fer-yolo-mamba.yaml"]
+    assert sorted(p.name for p in yaml_dir().glob("*.yaml")) == [*YAMLS, "lfnsb-cls.yaml"]
 
 
 @pytest.mark.parametrize("scale", "nsmlx")

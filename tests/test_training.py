@@ -68,7 +68,7 @@ def test_build_optimizer_finds_the_no_decay_group_of_each_layout_and_warns_other
         warned = [message for _, message in records]
         if name == "unknown":
             assert {id(p) for p in ssm} <= decay
-            assert len(warned) == 1 and "8 A_log and D tensors train with weight decay" in warned[0], warned
+            assert len(warned) == 1 and "8 no-decay tensors (OSSM's A_log and D" in warned[0], warned
         else:
             assert not decay & {id(p) for p in ssm} and {id(p) for p in others} <= decay, name
             assert not warned, warned

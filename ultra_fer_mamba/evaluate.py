@@ -3,6 +3,8 @@
 The model runs through Ultralytics' own predictor (letterbox, NMS at ``iou``, every detection down to ``conf``); the
 ground truth is read from the Ultralytics label files of the split named in the data YAML. Scoring is
 :func:`ultra_fer_mamba.metrics.paper_metrics`: VOC all-point AP at IoU 0.5 and F1/recall/precision at score 0.5.
+A two-stage model (``model=DET.pt+CLS.pt``: :mod:`ultra_fer_mamba.twostage`) is scored the same way: its face
+detector runs through that predictor, and each face it finds through the crop classifier.
 
 Output folder (``runs/fer/eval``, then ``eval-2``, ... like Ultralytics)::
 
@@ -22,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ultra_fer_mamba.io import load_yolo, make_save_dir, to_json
+from ultra_fer_mamba.io import load_predictor, make_save_dir, to_json
 from ultra_fer_mamba.metrics import confusion_matrix, paper_metrics
 from ultra_fer_mamba.plots import plot_confusion_matrix, plot_pr_curves
 
@@ -30,10 +32,19 @@ from ultra_fer_mamba.plots import plot_confusion_matrix, plot_pr_curves
 def model_label(model: str | Path) -> str:
     """A short name for a model: the run folder of ``.../<run>/weights/best.pt``, else the file stem.
 
+    A two-stage ``detector+classifier`` is labelled by both parts.
+
     Examples:
         >>> model_label("runs/detect/fer-s/weights/best.pt"), model_label("yolov8n.yaml")
         ('fer-s', 'yolov8n')
+        >>> model_label("runs/detect/faces/weights/best.pt+runs/classify/lfnsb/weights/best.pt")
+        'faces+lfnsb'
     """
+    from ultra_fer_mamba.twostage import split_spec
+
+    parts = split_spec(str(model))
+    if parts:
+        return "+".join(model_label(m) for m in parts)
     p = Path(str(model))
     return p.parent.parent.name if p.suffix == ".pt" and p.parent.name == "weights" and p.parent.parent.name else p.stem
 
@@ -211,7 +222,8 @@ def evaluate(
     """Evaluate a detector with the paper's protocol and write metrics.json, table.md and plots.
 
     Args:
-        model (str | ultralytics.YOLO): Trained weights (``best.pt``), a model YAML, or a YOLO object.
+        model (str | ultralytics.YOLO): Trained weights (``best.pt``), a model YAML, or a YOLO object; or a two-stage
+            ``DET.pt+CLS.pt`` (a face detector, then a crop classifier per face: ``ultra_fer_mamba.twostage``).
         data (str): Data YAML in Ultralytics format (``path``, ``train``, ``val``, ``names``).
         split (str): Split to score (``val``, ``test``, ``train``).
         imgsz (int): Inference size (the paper uses 320).
@@ -236,6 +248,7 @@ def evaluate(
         >>> m["map50"], m["mean_f1"]  # doctest: +SKIP
 
         $ fer-yolo-mamba eval model=runs/detect/train/weights/best.pt data=datasets/rafdb/data.yaml split=test
+        $ fer-yolo-mamba eval model=runs/detect/faces/weights/best.pt+runs/classify/lfnsb/weights/best.pt data=d.yaml
     """
     from ultralytics.data.utils import check_det_dataset
     from ultralytics.utils import LOGGER
@@ -248,7 +261,7 @@ def evaluate(
         raise ValueError(f"split '{split}' is not in {data}; it has {have}")
     names = [info["names"][i] for i in range(len(info["names"]))]
     nc = len(names)
-    yolo = load_yolo(model)
+    yolo = load_predictor(model, names)
     if len(yolo.names) != nc:
         LOGGER.warning(f"model has {len(yolo.names)} classes but {data} has {nc}; detections of class >= {nc} dropped")
 

@@ -1,4 +1,4 @@
-"""Helpers the command-line tools share: loading a model, the run folder, and JSON with NaNs.
+"""Helpers the command-line tools share: loading a model (or a two-stage pair), the run folder, and JSON with NaNs.
 
 Examples:
     >>> from_json(to_json({"ap": [0.5, float("nan")]}))
@@ -8,6 +8,7 @@ Examples:
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -22,13 +23,46 @@ def load_yolo(model):
     Returns:
         (ultralytics.YOLO): The model.
 
+    Raises:
+        ValueError: For a two-stage ``detector+classifier`` spec (``load_predictor`` takes those).
+
     Examples:
         >>> load_yolo("fer-yolo-mamba-n.yaml").task
         'detect'
     """
     from ultralytics import YOLO
 
-    return model if isinstance(model, YOLO) else YOLO(str(model))
+    from ultra_fer_mamba.twostage import split_spec
+
+    if isinstance(model, YOLO):
+        return model
+    if isinstance(model, (str, Path)) and not os.path.exists(model) and split_spec(str(model)):
+        raise ValueError(f"model={model} is a two-stage detector+classifier; this command takes one model (eval and "
+                         f"compare take both)")
+    return YOLO(str(model))
+
+
+def load_predictor(model, names=None):
+    """What ``eval`` scores: a ``YOLO`` (:func:`load_yolo`), or a ``TwoStage`` for ``detector+classifier`` weights.
+
+    Args:
+        model (str | Path | ultralytics.YOLO | TwoStage): As for :func:`load_yolo`, or ``DET.pt+CLS.pt``: a face
+            detector and a crop classifier (``ultra_fer_mamba.twostage``), or a ``TwoStage``.
+        names (list[str] | None): A two-stage model's class order (the data's); one model keeps its own.
+
+    Returns:
+        (ultralytics.YOLO | TwoStage): Something with ``predict``, ``names`` and ``ckpt_path``.
+
+    Examples:
+        >>> load_predictor("runs/detect/faces/weights/best.pt+runs/classify/lfnsb/weights/best.pt")  # doctest: +SKIP
+        <ultra_fer_mamba.twostage.TwoStage object at 0x...>
+    """
+    from ultra_fer_mamba.twostage import TwoStage, split_spec
+
+    if isinstance(model, TwoStage):
+        return model
+    parts = split_spec(str(model)) if isinstance(model, (str, Path)) and not os.path.exists(model) else None
+    return TwoStage(*parts, names=names) if parts else load_yolo(model)
 
 
 def make_save_dir(project: str | Path | None, name: str | None, default: str, exist_ok: bool = False) -> Path:

@@ -2,7 +2,8 @@
 
 An entry is whatever turns a spec (``fer-yolo-mamba-n.yaml``, ``runs/x/best.pt``) into trained weights and numbers.
 The run loop (:mod:`ultra_fer_mamba.compare.runner`) only calls these methods, so an entry made of several models (a
-face detector plus a crop classifier, say) fits by adding a class to ``ENTRY_TYPES`` ahead of :class:`YoloEntry`:
+face detector plus a crop classifier: :mod:`ultra_fer_mamba.compare.twostage`) fits by adding a class to the runner's
+``ENTRY_TYPES`` ahead of :class:`YoloEntry`:
 
 - ``accepts(spec) -> bool`` (static): whether this type handles the spec;
 - ``status(run_dir, recorded) -> "done" | "partial" | "new"``: where training of one seed stands;
@@ -179,62 +180,84 @@ class YoloEntry:
         Returns:
             (dict): One row (see the module doc).
         """
-        from ultra_fer_mamba.plots import read_results_csv
-
-        best, sub = run_dir / "weights" / "best.pt", Path(self.name)
-        imgsz, batch, device = args["imgsz"], args["batch"], args.get("device")
-        batch = batch if isinstance(batch, int) and batch > 0 else 16  # AutoBatch (-1, 0.7) is for training only
-        paper = evaluate(best, data, split=split, imgsz=imgsz, conf=UVAL_CONF, iou=UVAL_IOU, batch=batch,
-                         device=device, project=str(report_dir / "eval" / sub), name=run_dir.name,
-                         exist_ok=True)  # fmt: skip
-        nc = len(paper["names"])
-        uval = load_yolo(best).val(data=data, split=split, imgsz=imgsz, batch=batch, conf=UVAL_CONF, iou=UVAL_IOU,
-                                   device=device, project=str(report_dir / "val" / sub), name=run_dir.name,
-                                   exist_ok=True, plots=False, verbose=False)  # fmt: skip
-        results = run_dir / "results.csv"
-        columns = read_results_csv(results)
-        return {
-            "run_dir": str(run_dir),
-            "eval_dir": paper["save_dir"],
-            "results_csv": str(results),
-            "epochs_trained": len(columns.get("epoch", [])),
-            "train_s": train_seconds(columns.get("time", [])),
-            "metrics": {
-                "map50": float(uval.box.map50),
-                "map50_95": float(uval.box.map),
-                "voc_map50": paper["map50"],
-                "f1": paper["mean_f1"],
-                "recall": paper["mean_recall"],
-                "precision": paper["mean_precision"],
-            },
-            "per_class": {
-                "voc_ap50": paper["ap50"],
-                "ap50_95": _per_class(uval.box.all_ap.mean(1), uval.box.ap_class_index, nc),
-                **{k: paper[k] for k in ("f1", "recall", "precision")},
-            },
-        }
+        best = run_dir / "weights" / "best.pt"
+        paper = evaluate_run(best, self.name, run_dir, report_dir, data, split, args)
+        uval = load_yolo(best).val(data=data, split=split, imgsz=args["imgsz"], batch=scoring_batch(args),
+                                   conf=UVAL_CONF, iou=UVAL_IOU, device=args.get("device"),
+                                   project=str(report_dir / "val" / self.name), name=run_dir.name, exist_ok=True,
+                                   plots=False, verbose=False)  # fmt: skip
+        return make_row(run_dir, paper, uval, run_dir / "results.csv", *training_log(run_dir / "results.csv"))
 
     def cost(self, run_dir: Path, imgsz: int, latency_runs: int) -> dict:
         """Parameters, GFLOPs (with and without the scan) and batch-1 CPU latency of the run's ``best.pt``."""
         from ultralytics.utils import NUM_THREADS
 
-        from ultra_fer_mamba.info import cpu_latency, info
-
-        model = load_yolo(run_dir / "weights" / "best.pt").model
-        size = info(model, imgsz, verbose=False)
-        latency = cpu_latency(model, imgsz, runs=latency_runs)
-        return {**{k: size[k] for k in ("params", "gflops", "gflops_with_scan")}, "latency_ms": latency,
-                "threads": NUM_THREADS}  # fmt: skip
+        return {**model_cost(run_dir / "weights" / "best.pt", imgsz, latency_runs), "threads": NUM_THREADS}
 
 
-ENTRY_TYPES = [YoloEntry]  # tried in order; the first whose accepts(spec) is true makes the entry
+def scoring_batch(args: dict) -> int:
+    """The batch size a run is scored with: its training batch, or 16 where that is AutoBatch (-1, 0.7)."""
+    batch = args["batch"]
+    return batch if isinstance(batch, int) and batch > 0 else 16
 
 
-def make_entries(models: str | list | tuple) -> list:
-    """The entries of ``models=``, in order (the first is the one the others are compared with).
+def evaluate_run(model, name: str, run_dir: Path, report_dir: Path, data: str, split: str, args: dict) -> dict:
+    """The paper-protocol evaluation (:func:`evaluate`) of one run's model, into ``report_dir/eval/<name>/<run>``."""
+    return evaluate(model, data, split=split, imgsz=args["imgsz"], conf=UVAL_CONF, iou=UVAL_IOU,
+                    batch=scoring_batch(args), device=args.get("device"), project=str(report_dir / "eval" / name),
+                    name=run_dir.name, exist_ok=True)  # fmt: skip
 
-    Examples:
-        >>> [(e.name, type(e).__name__) for e in make_entries("fer-yolo-mamba-n.yaml,yolov8n.yaml")]
-        [('fer-yolo-mamba-n', 'YoloEntry'), ('yolov8n', 'YoloEntry')]
+
+def training_log(results: Path) -> tuple[int, float]:
+    """Epochs trained and training wall time (:func:`train_seconds`) from an Ultralytics results.csv."""
+    from ultra_fer_mamba.plots import read_results_csv
+
+    columns = read_results_csv(results)
+    return len(columns.get("epoch", [])), train_seconds(columns.get("time", []))
+
+
+def make_row(run_dir: Path, paper: dict, uval=None, results_csv: Path | None = None, epochs: int = 0,
+             train_s: float = math.nan) -> dict:
+    """One run's row (see the module doc) from its paper-protocol metrics and Ultralytics' val metrics.
+
+    Args:
+        run_dir (Path): The run folder.
+        paper (dict): What :func:`evaluate` returned.
+        uval (ultralytics.utils.metrics.DetMetrics | None): Ultralytics' val metrics; None gives NaN for mAP50,
+            mAP50-95 and the per-class AP50-95 (an entry val cannot score).
+        results_csv (Path | None): Per-epoch Ultralytics columns for the learning curves, or None.
+        epochs (int): Epochs trained.
+        train_s (float): Training wall time in seconds.
     """
-    return [next(t for t in ENTRY_TYPES if t.accepts(spec))(name, spec) for name, spec in parse_models(models).items()]
+    nc = len(paper["names"])
+    return {
+        "run_dir": str(run_dir),
+        "eval_dir": paper["save_dir"],
+        "results_csv": str(results_csv) if results_csv else None,
+        "epochs_trained": epochs,
+        "train_s": train_s,
+        "metrics": {
+            "map50": float(uval.box.map50) if uval else math.nan,
+            "map50_95": float(uval.box.map) if uval else math.nan,
+            "voc_map50": paper["map50"],
+            "f1": paper["mean_f1"],
+            "recall": paper["mean_recall"],
+            "precision": paper["mean_precision"],
+        },
+        "per_class": {
+            "voc_ap50": paper["ap50"],
+            "ap50_95": _per_class(uval.box.all_ap.mean(1), uval.box.ap_class_index, nc) if uval else [math.nan] * nc,
+            **{k: paper[k] for k in ("f1", "recall", "precision")},
+        },
+    }
+
+
+def model_cost(weights, imgsz: int, latency_runs: int) -> dict:
+    """``params``, ``gflops``, ``gflops_with_scan`` (:func:`~ultra_fer_mamba.info.info`) and ``latency_ms``
+    (:func:`~ultra_fer_mamba.info.cpu_latency`, batch 1) of one model's weights at one image size."""
+    from ultra_fer_mamba.info import cpu_latency, info
+
+    model = load_yolo(weights).model
+    size = info(model, imgsz, verbose=False)
+    return {**{k: size[k] for k in ("params", "gflops", "gflops_with_scan")},
+            "latency_ms": cpu_latency(model, imgsz, runs=latency_runs)}  # fmt: skip

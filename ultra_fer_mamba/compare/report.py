@@ -17,6 +17,7 @@ from ultra_fer_mamba.compare.stats import LEVEL, mean_sd
 from ultra_fer_mamba.compare.summary import mean_pr, summarise
 from ultra_fer_mamba.io import to_json
 from ultra_fer_mamba.plots import plot_ap_bars, plot_pr_curves, plot_training_curves
+from ultra_fer_mamba.twostage import FACE_CONF
 
 # (key, column title, scale): the model-level metrics, then the per-class ones
 METRICS = (("map50", "mAP50 (%)", 100), ("map50_95", "mAP50-95 (%)", 100), ("voc_map50", "VOC mAP50 (%)", 100),
@@ -62,6 +63,23 @@ def settings_text(report: dict) -> str:
         "at score >= 0.5; means over classes with boxes). CPU latency: batch 1, fused float32, median of "
         f"{report['latency_runs']} runs after 10 warm-up, {threads} thread(s), measured once per model; GFLOPs at "
         f"imgsz {s['train'].get('imgsz')}. Train: wall time of one training run, validation after each epoch included."
+        + two_stage_text(report)
+    )
+
+
+def two_stage_text(report: dict) -> str:
+    """What the settings paragraph adds when a two-stage entry (``compare/twostage.py``) is in the report, else ""."""
+    found = {n: e["cost"] for n, e in report["entries"].items() if "faces_per_image" in (e.get("cost") or {})}
+    if not found:
+        return ""
+    each = "; ".join(f"{n}: {c['faces_per_image']:.2f} faces per image, detector {c['detector_ms']:.1f} ms + "
+                     f"classifier {c['classifier_ms']:.1f} ms per face" for n, c in found.items())  # fmt: skip
+    return (
+        " Two-stage entries (detector+classifier): the detector trained with single_cls=True, the classifier on face "
+        "crops of the same splits (imgsz = the crops' size), both with these arguments and seed; scored by the same "
+        "paper protocol, one expression per face with score detector confidence x classifier probability. "
+        "Ultralytics `val` cannot run them (—). Their params add both models; GFLOPs and latency add one classifier "
+        f"call per face the detector finds at confidence >= {FACE_CONF} (mean per image on the scored split): {each}."
     )
 
 

@@ -5,10 +5,23 @@ from __future__ import annotations
 from pathlib import Path
 
 from ultra_fer_mamba.compare.args import RUNTIME, parse_seeds, settings_of, train_args
-from ultra_fer_mamba.compare.entries import make_entries
+from ultra_fer_mamba.compare.entries import YoloEntry, parse_models
 from ultra_fer_mamba.compare.report import check_docs, write_docs, write_report
 from ultra_fer_mamba.compare.state import find_report_dir, load_state, save_state
+from ultra_fer_mamba.compare.twostage import TwoStageEntry
 from ultra_fer_mamba.io import from_json
+
+ENTRY_TYPES = [TwoStageEntry, YoloEntry]  # tried in order; the first whose accepts(spec) is true makes the entry
+
+
+def make_entries(models: str | list | tuple) -> list:
+    """The entries of ``models=``, in order (the first is the one the others are compared with).
+
+    Examples:
+        >>> [(e.name, type(e).__name__) for e in make_entries("fer-yolo-mamba-n.yaml,yolov8n.yaml+lfnsb-cls.yaml")]
+        [('fer-yolo-mamba-n', 'YoloEntry'), ('yolov8n+lfnsb-cls', 'TwoStageEntry')]
+    """
+    return [next(t for t in ENTRY_TYPES if t.accepts(spec))(name, spec) for name, spec in parse_models(models).items()]
 
 
 def _measured(run: dict) -> bool:

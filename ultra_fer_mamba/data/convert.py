@@ -51,7 +51,7 @@ from ultra_fer_mamba.data.faces import face_detector, largest_face
 from ultra_fer_mamba.data.formats import Entry, Problem, read_list, read_rafdb, read_sfew, read_voc
 from ultra_fer_mamba.data.outputs import Outputs
 
-FORMATS = ("rafdb", "sfew", "txt", "voc")
+FORMATS = ("rafdb", "sfew", "txt", "voc", "crops")  # crops: data/crops.py
 SPLITS = ("train", "val")
 
 
@@ -177,6 +177,10 @@ def convert(
     boxes: str | None = None,
     detector: str = "auto",
     strict: bool = False,
+    align: bool = False,
+    margin: float = 0.25,
+    size: int = 112,
+    min_size: float = 8,
 ) -> dict:
     """Convert a dataset to the Ultralytics layout under ``out`` (see the module docstring for layouts).
 
@@ -190,6 +194,7 @@ def convert(
         boxes (str | None): sfew only: list file giving boxes instead of the face detector.
         detector (str): sfew only: face detector backend, ``auto``, ``haar`` or ``mtcnn``.
         strict (bool): Stop (SystemExit) at the first bad input instead of skipping it.
+        align, margin, size, min_size: crops only (``source`` a detection data YAML), see ``data/crops.py``.
 
     Returns:
         (dict): ``images``, ``boxes`` and ``backgrounds`` per split, ``skipped``, ``no_face``, and the paths
@@ -202,6 +207,10 @@ def convert(
     """
     if format not in FORMATS:
         raise SystemExit(f"convert: format='{format}' is not one of {', '.join(FORMATS)}")
+    if format == "crops":
+        from ultra_fer_mamba.data.crops import crops  # imports this module's helpers
+
+        return crops(source, out, align=align, margin=margin, size=size, min_size=min_size, strict=strict)
     if split not in SPLITS:
         raise SystemExit(f"convert: split='{split}' is not one of {', '.join(SPLITS)}")
     source, out = Path(source).resolve(), Path(out).resolve()

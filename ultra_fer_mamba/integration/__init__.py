@@ -5,10 +5,11 @@
 never edited). Every wrapper acts only where our modules are involved and calls the original otherwise, so a
 stock model behaves bit for bit as without the plugin:
 
-- ``parse.py``: ``parse_model`` (our YAML rows), ``check_yaml`` and ``guess_model_scale`` (our YAML names).
+- ``parse.py``: ``parse_model`` (our YAML rows), ``check_yaml`` and ``guess_model_scale`` (our YAML names),
+  ``guess_model_task`` (our classify head).
 - ``checkpoints.py``: ``torch_safe_load`` (checkpoints whose pickle names ``ultra_fer_mamba``).
-- ``trainer.py``: ``BaseTrainer.build_optimizer`` (A_log and D without weight decay), ``check_amp`` (offline,
-  for our models).
+- ``trainer.py``: ``BaseTrainer.build_optimizer`` (A_log, D and LFNSB's class centres without weight decay),
+  ``check_amp`` (offline, for our models), ``ClassificationModel.init_criterion`` (LFNSB's Cosine-Harmony loss).
 - ``export.py``: ``callbacks.add_integration_callbacks`` (exporters refuse formats that cannot hold the scan).
 
 Our modules themselves are listed once, in ``registry.BLOCKS``; they also become torch safe globals

@@ -1,12 +1,16 @@
-"""Training our models with the stock trainer: optimizer groups and the AMP check.
+"""Training our models with the stock trainer: optimizer groups, the AMP check and the classification loss.
 
-Two wrappers in ``ultralytics.engine.trainer``, each stepping aside for models that hold none of our modules
-(``registry.is_ours``), so stock models train exactly as without the plugin:
+Three wrappers, each stepping aside for models that hold none of our modules (``registry.is_ours``), so stock
+models train exactly as without the plugin:
 
 - ``BaseTrainer.build_optimizer``: after the original builds its groups, the parameters our modules train
-  without weight decay (OSSM's A_log and D, as Mamba trains them) move to the group without weight decay.
+  without weight decay (their ``no_weight_decay_parameters()``: OSSM's A_log and D, as Mamba trains them;
+  LFNSB's class centres) move to the group without weight decay.
 - ``check_amp``: our models get ``offline_amp_check`` (the model itself, fp32 vs autocast, no download);
   every other model gets Ultralytics' own check.
+- ``ClassificationModel.init_criterion``: a model ending in ``SpatialBiasClassify`` with ``harmony > 0`` trains with
+  cross-entropy + Cosine-Harmony (``losses.CosineHarmonyCriterion``); every other classify model (harmony 0
+  included) gets Ultralytics' own ``v8ClassificationLoss``.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from copy import deepcopy
 import torch
 import torch.nn as nn
 
+from ..losses import CosineHarmonyCriterion
+from ..nn import SpatialBiasClassify
 from .registry import CLASSES, is_ours
 
 
@@ -43,7 +49,7 @@ def no_decay_group(optimizer: torch.optim.Optimizer) -> dict | None:
 
 
 def build_optimizer(original, self, model, *args, **kwargs):
-    """``BaseTrainer.build_optimizer``, then A_log and D moved to the group without weight decay.
+    """``BaseTrainer.build_optimizer``, then our no-decay parameters moved to the group without weight decay.
 
     Steps aside (returns the original's optimizer unchanged) for a model with no such parameters. Warns when this
     Ultralytics version's groups have no recognisable no-decay group: those parameters then train with decay.
@@ -58,7 +64,7 @@ def build_optimizer(original, self, model, *args, **kwargs):
     if target is None:
         layout = [{k: v for k, v in g.items() if k in ("param_group", "weight_decay")} for g in optimizer.param_groups]
         LOGGER.warning(f"ultra-fer-mamba: no parameter group without weight decay found among {layout}; "
-                       f"{len(ids)} A_log and D tensors train with weight decay, unlike Mamba.")
+                       f"{len(ids)} no-decay tensors (OSSM's A_log and D, LFNSB's class centres) train with weight decay.")
         return optimizer
     for g in optimizer.param_groups:
         if g is not target and g.get("weight_decay", 0) and not g.get("use_muon"):
@@ -100,7 +106,17 @@ def check_amp(original, model, *args, **kwargs):
     return offline_amp_check(model) if is_ours(model) else original(model, *args, **kwargs)
 
 
+def init_criterion(original, self, *args, **kwargs):
+    """``ClassificationModel.init_criterion``: Cosine-Harmony for our head with ``harmony > 0``, else the original."""
+    layers = getattr(self, "model", None)
+    head = layers[-1] if isinstance(layers, nn.Sequential) and len(layers) else None
+    if isinstance(head, SpatialBiasClassify) and head.harmony > 0:
+        return CosineHarmonyCriterion(head)
+    return original(self, *args, **kwargs)
+
+
 PATCHES = (
     ("ultralytics.engine.trainer", "BaseTrainer.build_optimizer", build_optimizer),
     ("ultralytics.engine.trainer", "check_amp", check_amp),
+    ("ultralytics.nn.tasks", "ClassificationModel.init_criterion", init_criterion),
 )
