@@ -120,3 +120,15 @@ def lowrank_delta(dts: torch.Tensor, dt_weight: torch.Tensor) -> torch.Tensor:
     """
     b, l, k, r = dts.shape
     return torch.bmm(dts.reshape(b * l, k, r).transpose(0, 1), dt_weight.transpose(1, 2)).view(k, b, l, -1)
+
+
+def check_fused_shapes(name: str, u, delta, A, B, C, h: int, w: int, dt_weight=None) -> None:
+    """Raise ValueError naming ``name`` unless the fused op's inputs fit (see cross_selective_scan for the shapes)."""
+    b, l, e = u.shape
+    k, n = A.shape[0], A.shape[2]
+    want = (b, l, k, dt_weight.shape[2]) if dt_weight is not None else (k, b, l, e)
+    if (l != h * w or tuple(delta.shape) != want or tuple(B.shape) != (b, l, k, n) or B.shape != C.shape
+            or (dt_weight is not None and tuple(dt_weight.shape[:2]) != (k, e))):
+        raise ValueError(f"{name}: shapes u {tuple(u.shape)}, delta {tuple(delta.shape)}, A {tuple(A.shape)}, "
+                         f"B {tuple(B.shape)}, C {tuple(C.shape)}, dt_weight "
+                         f"{None if dt_weight is None else tuple(dt_weight.shape)} do not fit h={h}, w={w}")

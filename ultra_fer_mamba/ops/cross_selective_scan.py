@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 
 from . import backend as _backend
-from .cross_scan import cross_merge, cross_scan, lowrank_delta, scan_indices
+from .cross_scan import check_fused_shapes, cross_merge, cross_scan, lowrank_delta, scan_indices
 from .scan_export import cross_selective_scan_export
 from .selective_scan import selective_scan
 
@@ -69,14 +69,7 @@ def cross_selective_scan(
         >>> y.shape
         torch.Size([1, 12, 6])
     """
-    b, l, e = u.shape
-    k, n = A.shape[0], A.shape[2]
-    want = (b, l, k, dt_weight.shape[2]) if dt_weight is not None else (k, b, l, e)
-    if (l != h * w or tuple(delta.shape) != want or tuple(B.shape) != (b, l, k, n) or B.shape != C.shape
-            or (dt_weight is not None and tuple(dt_weight.shape[:2]) != (k, e))):
-        raise ValueError(f"cross_selective_scan: shapes u {tuple(u.shape)}, delta {tuple(delta.shape)}, A "
-                         f"{tuple(A.shape)}, B {tuple(B.shape)}, C {tuple(C.shape)}, dt_weight "
-                         f"{None if dt_weight is None else tuple(dt_weight.shape)} do not fit h={h}, w={w}")
+    check_fused_shapes("cross_selective_scan", u, delta, A, B, C, h, w, dt_weight)
     name = _backend.resolve(backend, u)
     if name == "export":  # one traceable call: no kernel, no permuted copies
         return cross_selective_scan_export(u, delta, A, B, C, D, delta_bias, h, w, delta_softplus, dt_weight)

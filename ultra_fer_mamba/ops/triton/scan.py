@@ -17,7 +17,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..cross_scan import scan_indices
+from ..cross_scan import check_fused_shapes, scan_indices
 from .launch import ScanFn, forward
 
 
@@ -110,15 +110,8 @@ def cross_selective_scan_triton(u, delta, A, B, C, D, delta_bias, h, w, delta_so
     Returns:
         (torch.Tensor): y (b, l, e) in u's dtype, summed over the k = 4 or 8 directions, D's skip included.
     """
-    b, l, e = u.shape
-    k, n = A.shape[0], A.shape[2]
-    want = (b, l, k, dt_weight.shape[2]) if dt_weight is not None else (k, b, l, e)
-    if (l != h * w or tuple(delta.shape) != want or tuple(B.shape) != (b, l, k, n) or B.shape != C.shape
-            or (dt_weight is not None and tuple(dt_weight.shape[:2]) != (k, e))):
-        raise ValueError(f"cross_selective_scan_triton: shapes u {tuple(u.shape)}, delta {tuple(delta.shape)}, A "
-                         f"{tuple(A.shape)}, B {tuple(B.shape)}, C {tuple(C.shape)}, dt_weight "
-                         f"{None if dt_weight is None else tuple(dt_weight.shape)} do not fit h={h}, w={w}")
-    order, _ = scan_indices(h, w, k, u.device)
+    check_fused_shapes("cross_selective_scan_triton", u, delta, A, B, C, h, w, dt_weight)
+    order, _ = scan_indices(h, w, A.shape[0], u.device)
     with torch.autocast(u.device.type, enabled=False):
         u_in = u if u.is_contiguous() else u.contiguous()
         if _needs_grad(u, delta, A, B, C, D, delta_bias, dt_weight):
