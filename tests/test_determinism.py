@@ -4,7 +4,8 @@ What is and is not promised (checked here and in docs/robustness.md): on one mac
 trainings are bit-identical, numba's parallel scan kernels included (every task writes its own rows; the caller sums
 the per-part dB/dC in a fixed order). Across thread counts results differ in the last bits: the backward splits dB/dC
 into a number of parts that depends on the thread count, and stock PyTorch CPU convolutions already differ the same
-way (yolov8n: 177 of 183 gradients differ between 1 and 2 threads).
+way (docs/robustness.md's threads block counts the yolov8n gradients that differ, written by
+benchmarks/bench_robustness.py).
 """
 
 import os
