@@ -8,8 +8,9 @@ epochs per model, the models alternating). Prints markdown tables with ratios to
 yolov8 model of the same scale, and the cost growth from 320 to 640, and saves a PNG of latency against
 pixel count. Latencies are medians over `repeats` after `warmup` runs, the models timed round-robin (one
 call of each per round) so that the shared machine's slow and fast spells fall on all of them alike;
-onnxruntime sessions and OpenVINO models are timed one after another (an idle session's spinning threads slow the
-next).
+onnxruntime sessions and OpenVINO models too, with a pause before each call: an idle runtime's thread pool spins for
+a while after its call, and the pause lets it sleep before the next model runs (without it, yolov8s' onnxruntime
+call at 320 took twice as long beside three idle sessions).
 
 Usage:
     python benchmarks/bench_models.py                                   # everything (long: ~30+ min)
@@ -46,15 +47,20 @@ sys.path.insert(0, str(Path(__file__).parent))
 from model_table import scan_gflops, write_readme_section  # noqa: E402
 
 
-def interleaved_medians(fns: dict, repeats: int, warmup: int) -> dict:
+RUNTIME_PAUSE = 0.1  # seconds before each onnxruntime / OpenVINO call: longer than their pools spin when idle
+
+
+def interleaved_medians(fns: dict, repeats: int, warmup: int, pause: float = 0.0) -> dict:
     """Median seconds of each fn() over repeats, after warmup calls, timed round-robin (one call of each fn per
-    round) so that a slower or faster spell of a shared machine falls on every model alike."""
+    round) so that a slower or faster spell of a shared machine falls on every model alike; ``pause`` seconds of
+    sleep (not timed) before each call let the previous call's spinning threads go idle."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
     times = {k: [] for k in fns}
     for _ in range(repeats):
         for k, fn in fns.items():
+            time.sleep(pause)
             t = time.perf_counter()
             fn()
             times[k].append(time.perf_counter() - t)
@@ -170,8 +176,11 @@ def measure(models, sizes, repeats, warmup, batch16, onnx, openvino, train, n_tr
             for name, t in interleaved_medians(calls, max(1, repeats // 3), 1).items():
                 rs[name]["torch_b16"] = t
         for key, on, make in (("ort_b1", onnx, onnx_call), ("ov_b1", openvino, openvino_call)):
-            for name, m in built.items() if on else ():  # one at a time: an idle runtime's thread pool slows the next
-                rs[name][key] = interleaved_medians({name: make(m, s, workdir, threads)}, repeats, warmup)[name]
+            if on:  # round-robin like torch, pausing before each call so an idle runtime's spinning pool sleeps
+                calls = {name: make(m, s, workdir, threads) for name, m in built.items()}
+                for name, t in interleaved_medians(calls, repeats, warmup, pause=RUNTIME_PAUSE).items():
+                    rs[name][key] = t
+                del calls  # sessions and compiled models freed before the next runtime
         if train:  # rounds of one epoch per model, alternating, so slow spells fall on every model
             its = {name: [] for name in models}
             for _ in range(train_rounds):
